@@ -1,0 +1,255 @@
+"""Images in, Lab tensors out: decoding, colour conversion and the training dataset.
+
+Owns every step between a file on disk and the network's input/target:
+  * ``load_rgb``: any supported file -> float32 RGB in [0, 1] (EXIF orientation applied,
+    alpha composited onto white, 16-bit and palette images handled);
+  * ``rgb_to_lab`` / ``lab_to_rgb``: vectorised sRGB(D65) <-> CIE Lab in torch, matching
+    scikit-image within 1e-3;
+  * ``normalize_lab`` / ``denormalize_lab``: Lab <-> network units, L and ab in [-1, 1];
+  * ``ColorizationDataset``: a recursive image folder yielding ``{"L": (1,S,S), "ab": (2,S,S)}``.
+
+Usage:
+    ds = ColorizationDataset(find_images("photos/"), image_size=128, train=True)
+    batch = next(iter(make_loader(ds, batch_size=16, shuffle=True, workers=2)))
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from References import IMAGE_EXTENSIONS, LAB
+
+# Decompression-bomb guard: Pillow warns above ~89 MP and raises above twice that;
+# turning the warning into the error keeps a hostile file from eating the RAM.
+MAX_PIXELS = 90_000_000
+
+
+class ImageReadError(ValueError):
+    """A file that could not be decoded as an image; the message names the file."""
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted), or ``[root]`` for a single file.
+
+    Raises FileNotFoundError if ``root`` does not exist and ValueError if it holds no
+    file with a supported extension.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to float32 RGB, shape (H, W, 3), values in [0, 1].
+
+    Applies EXIF orientation, composites any transparency onto white, and keeps the
+    precision of 16-bit greyscale files. Raises ImageReadError naming the file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ImageReadError(f"{path}: image too large ({im.width}x{im.height} pixels)")
+                im = ImageOps.exif_transpose(im)
+                return _pil_to_rgb(im)
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: cannot decode image ({e})") from None
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> float32 (H, W, 3) in [0, 1]."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(arr / top, 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "F":
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:4]
+        return rgba[..., :3] * alpha + (1.0 - alpha)  # onto white
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _f_lab(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > LAB.xyz_epsilon, t.clamp_min(1e-12).pow(1.0 / 3.0), LAB.xyz_kappa * t + 16.0 / 116.0)
+
+
+def _f_lab_inv(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > LAB.lab_f_threshold, t.pow(3), (t - 16.0 / 116.0) / LAB.xyz_kappa)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB -> CIE Lab (D65), channels first.
+
+    rgb: (..., 3, H, W) float in [0, 1]. Returns (..., 3, H, W): L in [0, 100],
+    a and b roughly in [-110, 110].
+    """
+    rgb = rgb.float()
+    lin = torch.where(rgb > LAB.srgb_threshold, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
+    m = torch.tensor(LAB.xyz_from_rgb, dtype=lin.dtype, device=lin.device)
+    white = torch.tensor(LAB.white, dtype=lin.dtype, device=lin.device).view(3, 1, 1)
+    xyz = torch.einsum("ij,...jhw->...ihw", m, lin) / white
+    f = _f_lab(xyz)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (D65) -> sRGB, channels first, clipped to [0, 1].
+
+    lab: (..., 3, H, W) with L in [0, 100]. Returns (..., 3, H, W) float in [0, 1].
+    Out-of-gamut colours are clipped per channel; use ``fit_to_gamut`` first to
+    keep L exact.
+    """
+    return lab_to_rgb_unclipped(lab).clamp(0.0, 1.0)
+
+
+def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
+    """Like ``lab_to_rgb`` but without the final clip (values may leave [0, 1])."""
+    lab = lab.float()
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = (fy - b / 200.0).clamp_min(0.0)
+    white = torch.tensor(LAB.white, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
+    xyz = _f_lab_inv(torch.stack((fx, fy, fz), dim=-3)) * white
+    m_inv = torch.linalg.inv(torch.tensor(LAB.xyz_from_rgb, dtype=torch.float64)).to(lab.dtype).to(lab.device)
+    lin = torch.einsum("ij,...jhw->...ihw", m_inv, xyz)
+    pos = lin.clamp_min(0.0)
+    return torch.where(lin > LAB.linear_threshold, 1.055 * pos.pow(1.0 / 2.4) - 0.055, 12.92 * lin)
+
+
+def fit_to_gamut(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
+    """Shrink each pixel's chroma just enough that it is a valid sRGB colour.
+
+    lab: (..., 3, H, W). L and hue are kept; only |ab| is scaled down (bisection on
+    the scale, only over pixels that are out of gamut). Clipping RGB instead would
+    shift L, and the brightness of a photo is the one thing we must not change.
+    """
+    tol = 1e-4
+    rgb = lab_to_rgb_unclipped(lab)
+    bad = ((rgb < -tol) | (rgb > 1 + tol)).any(dim=-3)  # (..., H, W)
+    if not bad.any():
+        return lab
+    flat = lab.movedim(-3, -1)[bad]  # (N, 3)
+    lo = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    hi = torch.ones_like(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = torch.cat((flat[:, :1], flat[:, 1:] * mid[:, None]), dim=1)
+        rgb_t = lab_to_rgb_unclipped(trial.T[:, :, None]).squeeze(-1).T
+        ok = ((rgb_t >= -tol) & (rgb_t <= 1 + tol)).all(dim=1)
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    out = lab.movedim(-3, -1).clone()
+    out[bad] = torch.cat((flat[:, :1], flat[:, 1:] * lo[:, None]), dim=1)
+    return out.movedim(-1, -3)
+
+
+def normalize_lab(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lab (..., 3, H, W) -> (L, ab) in network units: (..., 1, H, W) and (..., 2, H, W), both in [-1, 1]."""
+    L = (lab[..., :1, :, :] - LAB.l_center) / LAB.l_scale
+    ab = (lab[..., 1:, :, :] / LAB.ab_scale).clamp(-1.0, 1.0)
+    return L, ab
+
+
+def denormalize_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``normalize_lab``: L (..., 1, H, W) and ab (..., 2, H, W) in [-1, 1] -> Lab (..., 3, H, W)."""
+    return torch.cat((L * LAB.l_scale + LAB.l_center, ab * LAB.ab_scale), dim=-3)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array in [0, 1] -> (3, H, W) float tensor."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+
+
+def resize_to_square(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, W) -> (..., 3, size, size), antialiased bilinear, whole image (aspect not kept).
+
+    This is the one resize that validation, evaluation and inference share, so the
+    network always sees whole images exactly the same way.
+    """
+    squeeze = rgb.dim() == 3
+    x = rgb[None] if squeeze else rgb
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x[0] if squeeze else x
+
+
+class ColorizationDataset(Dataset):
+    """A list of image files as (L, ab) pairs at a fixed square size.
+
+    Each item is ``{"L": (1,S,S), "ab": (2,S,S), "index": int}`` with both in [-1, 1],
+    or ``None`` for an unreadable file (a warning names it; ``collate_skip`` counts it).
+    Training: RandomResizedCrop + horizontal flip. Validation: the whole image resized.
+    """
+
+    def __init__(self, files: list[Path], image_size: int, train: bool,
+                 crop_scale: tuple[float, float] = (0.5, 1.0)) -> None:
+        if not files:
+            raise ValueError("ColorizationDataset: no image files given")
+        self.files = list(files)
+        self.image_size = image_size
+        self.train = train
+        self.augment = v2.Compose([
+            v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict | None:
+        path = self.files[index]
+        try:
+            rgb = to_tensor(load_rgb(path))
+        except ImageReadError as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            return None
+        rgb = self.augment(rgb).clamp(0, 1) if self.train else resize_to_square(rgb, self.image_size)
+        L, ab = normalize_lab(rgb_to_lab(rgb))
+        return {"L": L, "ab": ab, "index": index}
+
+
+def collate_skip(items: list[dict | None]) -> dict:
+    """Stack the readable items of a batch; ``skipped`` counts the unreadable ones."""
+    good = [it for it in items if it is not None]
+    out: dict = {"skipped": len(items) - len(good)}
+    if good:
+        out["L"] = torch.stack([it["L"] for it in good])
+        out["ab"] = torch.stack([it["ab"] for it in good])
+        out["index"] = torch.tensor([it["index"] for it in good])
+    return out
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, workers: int,
+                pin_memory: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader with ``collate_skip``; seeded so that shuffles and crops are repeatable."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      collate_fn=collate_skip, pin_memory=pin_memory, generator=g,
+                      persistent_workers=workers > 0, drop_last=False)
