@@ -3,7 +3,8 @@
 Owns argument parsing (the only reader of sys.argv), the choice of device, and the
 modes: ``training`` (decoder-only AdamW on a folder of colour photos, with progress
 bars, a JSON-lines log, a loss curve, per-epoch sample grids and atomic last/best
-checkpoints) and ``inference`` (colourise a file or folder at full resolution).
+checkpoints), ``inference`` (colourise a file or folder at full resolution) and
+``evaluate`` (PSNR/SSIM/colourfulness against the originals, next to the grey baseline).
 
 Usage:
     python Engine.py --mode inference --input examples --output results
@@ -263,6 +264,35 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     return 0
 
 
+def run_evaluate(args: argparse.Namespace, paths: Paths, device: torch.device) -> int:
+    """Score the model and the grey baseline on --input colour photos; print the table, write CSV/JSON (+ grid)."""
+    from Evaluate import evaluate_folder, format_table, write_reports
+    from Metrics import summarise
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    colorizer = Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+    rows, grid, failed = evaluate_folder(colorizer, find_images(args.input), args.batch_size or 8,
+                                         grid_height=160 if args.output else 0)
+    if not rows:
+        raise ValueError(f"{args.input}: no image could be read")
+    print(format_table(summarise(rows)))
+    out_dir = Path(args.output) if args.output else paths.results_dir / "evaluation"
+    written = write_reports(rows, out_dir, grid)
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    for f, reason in failed:
+        print(f"  {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_serve(args: argparse.Namespace, paths: Paths, device: torch.device) -> int:
+    """Serve the web page and HTTP API under waitress until interrupted."""
+    from WebApp import serve
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    serve(Colorizer.from_checkpoint(checkpoint, device, args.temperature), args.host, args.port, args.threads)
+    return 0
+
+
 def run_inference(args: argparse.Namespace, paths: Paths, device: torch.device) -> int:
     """Colourise --input (file or folder) into --output; non-zero exit if any file failed."""
     checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
@@ -296,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic image colourizer: a frozen ImageNet VGG16 encoder and a trained decoder "
                     "predict the Lab colour (ab) of a black-and-white photo. 'inference' colourises a file "
                     "or folder at full resolution; 'training' trains the decoder on a folder of colour photos.")
-    ap.add_argument("--mode", choices=("inference", "training"), default="inference", help="what to do")
+    ap.add_argument("--mode", choices=("inference", "training", "evaluate", "serve"), default="inference",
+                    help="inference: colourise --input; training: train on --data-dir; evaluate: score the "
+                         "model and the grey baseline on --input colour photos; serve: web page and HTTP API")
     ap.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when available, else CPU")
     ap.add_argument("--checkpoint", default=None,
                     help=f"model to colourise with (inference) (default: {p.default_checkpoint.relative_to(p.default_checkpoint.parents[1])})")
@@ -305,13 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("inference")
     g.add_argument("--input", default=str(p.examples_dir.relative_to(p.examples_dir.parent)),
                    help="an image file or a folder (searched recursively)")
-    g.add_argument("--output", default=str(p.results_dir), help="folder for the colourised images (created)")
+    g.add_argument("--output", default=None,
+                   help=f"folder for the outputs, created (default: {p.results_dir}/ for inference; evaluate writes "
+                        f"CSV/JSON to {p.results_dir}/evaluation/, plus a grid PNG only when --output is given)")
     g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output file format")
     g.add_argument("--side-by-side", action="store_true",
                    help="also write <stem>_compare.png: grey | colourised | original (if in colour)")
     g.add_argument("--temperature", type=float, default=None,
                    help="annealed-mean temperature for classification models (lower = more vivid) "
                         f"(default: the checkpoint's, {m.temperature} when trained here)")
+    g = ap.add_argument_group("serve")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port")
+    g.add_argument("--threads", type=int, default=4, help="waitress worker threads (forward passes still run one at a time)")
     g = ap.add_argument_group("training")
     g.add_argument("--data-dir", default=str(p.data_dir), help="folder of colour photos to train on")
     g.add_argument("--val-dir", default=None, help="validation photos (default: a seeded 10%% of --data-dir)")
@@ -337,7 +375,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
     """The References defaults with the command line's overrides applied."""
     paths = dataclasses.replace(
         Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
-        runs_dir=Path(args.runs_dir), results_dir=Path(args.output), backbone_weights=args.backbone_weights)
+        runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
+        backbone_weights=args.backbone_weights)
     cfg = dataclasses.replace(ModelConfig(), image_size=args.image_size, loss=args.loss)
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
@@ -357,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         if args.mode == "training":
             return run_training(args, paths, cfg, tcfg, device)
+        if args.mode == "evaluate":
+            return run_evaluate(args, paths, device)
+        if args.mode == "serve":
+            return run_serve(args, paths, device)
         return run_inference(args, paths, device)
     except (FileNotFoundError, ValueError, BackboneUnavailableError, ImageReadError, FloatingPointError,
             RuntimeError) as e:

@@ -209,16 +209,20 @@ class Colorizer:
                    temperature, Path(path).name)
 
     @torch.inference_mode()
-    def predict_ab(self, L: torch.Tensor) -> torch.Tensor:
-        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1]."""
+    def predict_ab(self, L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1].
+
+        ``temperature`` overrides the colorizer's for this call (classification models only).
+        """
         L = L.to(self.device)
         if self.device.type == "cuda":
             L = L.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
             pred = self.model(L)
-        return decode_prediction(pred, self.cfg, self.bins, self.temperature)
+        t = self.temperature if temperature is None else temperature
+        return decode_prediction(pred, self.cfg, self.bins, t)
 
-    def colorize(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def colorize(self, images: list[np.ndarray], temperature: float | None = None) -> list[np.ndarray]:
         """RGB or grey-as-RGB images (H_i, W_i, 3) in [0, 1] -> colourised uint8 RGB at the same sizes.
 
         All images are resized to the working size, so any mix of sizes shares one batch.
@@ -226,7 +230,7 @@ class Colorizer:
         rgbs = [to_tensor(im) for im in images]
         work = torch.stack([resize_to_square(t, self.cfg.image_size) for t in rgbs])
         L_work, _ = normalize_lab(rgb_to_lab(work))
-        ab = self.predict_ab(L_work).cpu()
+        ab = self.predict_ab(L_work, temperature).cpu()
         out = []
         for rgb, ab_i in zip(rgbs, ab):
             L_full = rgb_to_lab(rgb)[None, :1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -33,6 +34,14 @@ MAX_PIXELS = 90_000_000
 
 class ImageReadError(ValueError):
     """A file that could not be decoded as an image; the message names the file."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """More pixels than allowed (a decompression-bomb guard)."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """A real image, but in a format this tool does not accept."""
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -53,27 +62,38 @@ def find_images(root: str | Path) -> list[Path]:
     return files
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to float32 RGB, shape (H, W, 3), values in [0, 1].
+def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int = MAX_PIXELS,
+             formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Decode an image file (a path, or a binary file object such as an upload) to float32 RGB.
 
-    Applies EXIF orientation, composites any transparency onto white, and keeps the
-    precision of 16-bit greyscale files. Raises ImageReadError naming the file.
+    Returns shape (H, W, 3), values in [0, 1]. Applies EXIF orientation, composites any
+    transparency onto white, and keeps the precision of 16-bit greyscale files.
+    ``formats`` optionally restricts Pillow's format names (e.g. ("PNG", "JPEG")).
+    Raises ImageReadError (or its subclasses ImageTooLargeError, UnsupportedImageError)
+    with a message that starts with ``name`` (default: the path).
     """
-    path = Path(path)
+    label = name or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ImageReadError(f"{path}: image too large ({im.width}x{im.height} pixels)")
+                if formats is not None and im.format not in formats:
+                    raise UnsupportedImageError(f"{label}: unsupported image type {im.format}")
+                if im.width * im.height > max_pixels:
+                    raise ImageTooLargeError(f"{label}: image too large ({im.width}x{im.height} pixels, "
+                                             f"limit {max_pixels / 1e6:.0f} MP)")
                 im = ImageOps.exif_transpose(im)
                 return _pil_to_rgb(im)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLargeError(f"{label}: image too large ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not a readable image (unknown or corrupt format)") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"{label}: no such file") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: cannot decode image ({e})") from None
+        raise ImageReadError(f"{label}: cannot decode image ({e})") from None
 
 
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:

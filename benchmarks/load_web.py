@@ -1,0 +1,116 @@
+"""Load check for the web colourizer (a script that prints figures, not a test).
+
+Starts ``Engine.py --mode serve`` on a free loopback port (or targets --url), sends a
+bounded number of concurrent POST /api/colorize requests with one example image, and
+prints the success count, latency p50/p95/max, throughput, and the server's peak RSS
+(from /proc, when this script started the server). Traffic goes to 127.0.0.1 only.
+
+Usage:
+    python benchmarks/load_web.py [--requests 200] [--concurrency 8] [--image examples/coins.png]
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def multipart(image: Path) -> tuple[bytes, str]:
+    boundary = "----colorizer-load"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{image.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + image.read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_server(checkpoint: str | None) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(ROOT / "Engine.py"), "--mode", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd + (["--checkpoint", checkpoint] if checkpoint else []),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("server exited during start-up")
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--image", default=str(ROOT / "examples" / "coins.png"))
+    ap.add_argument("--url", default=None, help="an already running server (RSS is then not measured)")
+    ap.add_argument("--checkpoint", default=None, help="model for the server this script starts")
+    ap.add_argument("--timeout", type=float, default=120, help="per-request timeout, seconds")
+    args = ap.parse_args(argv)
+    body, ctype = multipart(Path(args.image))
+    proc, url = (None, args.url) if args.url else start_server(args.checkpoint)
+    peak, stop = [0], threading.Event()
+
+    def watch():
+        while proc is not None and not stop.wait(0.1):
+            peak[0] = max(peak[0], rss_kib(proc.pid, "VmRSS"))
+    threading.Thread(target=watch, daemon=True).start()
+    idle_rss = rss_kib(proc.pid, "VmRSS") if proc else 0
+
+    def one(_):
+        t = time.perf_counter()
+        try:
+            req = urllib.request.Request(url + "/api/colorize", data=body, headers={"Content-Type": ctype})
+            with urllib.request.urlopen(req, timeout=args.timeout) as r:
+                ok = r.status == 200 and r.headers["Content-Type"] == "image/png" and len(r.read()) > 0
+        except (urllib.error.URLError, OSError):
+            ok = False
+        return ok, time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            results = list(pool.map(one, range(args.requests)))
+    finally:
+        wall = time.perf_counter() - t0
+        stop.set()
+        if proc is not None:
+            hwm = rss_kib(proc.pid, "VmHWM")
+            proc.terminate()
+            proc.wait(timeout=10)
+    lat = sorted(s for _, s in results)
+    q = statistics.quantiles(lat, n=100)
+    print(f"{sum(ok for ok, _ in results)}/{args.requests} requests succeeded, {args.concurrency} at a time, "
+          f"image {Path(args.image).name}")
+    print(f"latency: p50 {q[49]:.2f} s, p95 {q[94]:.2f} s, max {lat[-1]:.2f} s; "
+          f"throughput {args.requests / wall:.2f} requests/s over {wall:.0f} s")
+    if proc is not None:
+        print(f"server memory: RSS {idle_rss / 1024:.0f} MiB after start-up, peak {max(peak[0], hwm) / 1024:.0f} MiB")
+    return 0 if all(ok for ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
