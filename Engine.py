@@ -211,6 +211,9 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
         extras = class_prior(train_files, cfg, tcfg) if cfg.loss == "classification" else {}
         model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(device)
         run_dir = paths.runs_dir / (args.run_name or time.strftime("%Y%m%d-%H%M%S"))
+        if (run_dir / "last.pt").exists():  # never overwrite an earlier run's checkpoints
+            raise ValueError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                             "or choose another --run-name")
         start, best = 0, math.inf
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -221,7 +224,7 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
 
     pin = device.type == "cuda"
     train_loader = make_loader(ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale),
-                               tcfg.batch_size, shuffle=True, workers=tcfg.workers, pin_memory=pin, seed=tcfg.seed)
+                               tcfg.batch_size, shuffle=True, workers=tcfg.workers, pin_memory=pin, seed=tcfg.seed + start)
     val_ds = ColorizationDataset(val_files, cfg.image_size, train=False)
     val_loader = make_loader(val_ds, tcfg.batch_size, shuffle=False, workers=tcfg.workers, pin_memory=pin)
     samples = collate_skip([val_ds[i] for i in range(min(tcfg.samples, len(val_ds)))])

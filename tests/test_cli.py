@@ -21,6 +21,9 @@ def test_train_resume_then_infer_from_own_checkpoint(photo_dir, tmp_path, capsys
     run = runs / "t"
     for name in ("last.pt", "best.pt", "metrics.jsonl", "loss.png", "samples/epoch_000.png"):
         assert (run / name).is_file(), name
+    # the same run name again, without --resume, is refused rather than overwriting the run
+    assert Engine.main(train_args(photo_dir, runs, "--epochs", "1")) == 1
+    assert "--resume" in capsys.readouterr().err
     # resume continues where it stopped, with the optimizer state, and appends to the log
     assert Engine.main(train_args(photo_dir, runs, "--epochs", "2", "--resume", str(run))) == 0
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
