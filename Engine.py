@@ -218,7 +218,7 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     bins = extras.get("ab_bins")
-    weights = Quantization.class_weights(extras["ab_prior"]) if bins is not None else None
+    weights = Quantization.class_weights(extras["ab_prior"], tcfg.rebalance) if bins is not None else None
     bins = bins.to(device) if bins is not None else None
     loss_fn = make_loss_fn(cfg, tcfg, bins, weights)
 
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cached or downloaded); 'none' = random (tests only)")
     g.add_argument("--image-size", type=int, default=m.image_size, help="working resolution (square side)")
     g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see README)")
+    g.add_argument("--rebalance", type=float, default=t.rebalance,
+                   help="classification: class-rebalancing lambda, 0.5 = Zhang et al., 1 = none (rare colours weigh "
+                        "more the lower it is)")
     g.add_argument("--epochs", type=int, default=t.epochs, help="total epochs (also when resuming)")
     g.add_argument("--lr", type=float, default=t.lr, help="AdamW peak learning rate (cosine decay)")
     g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
@@ -384,7 +387,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=args.workers,
-        max_train_images=args.max_train_images, samples=args.samples)
+        max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance)
     return paths, cfg, tcfg
 
 

@@ -103,6 +103,9 @@ class TrainConfig:
     workers: int = 2
     crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop area range
     huber_delta: float = 0.1  # in normalised ab units (0.1 = 11 ab units)
+    # classification: lambda mixing the colour prior with uniform for the class weights
+    # (0.5 = Zhang et al.; 1 = no rebalancing). See Quantization.class_weights.
+    rebalance: float = 0.5
     grad_clip: float = 1.0
     samples: int = 6  # fixed validation images in the per-epoch sample grid
     max_train_images: int = 0  # 0 = all; a cap for quick runs
