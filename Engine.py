@@ -56,10 +56,10 @@ def seed_everything(seed: int) -> None:
 def make_loss_fn(cfg: ModelConfig, tcfg: TrainConfig, bins: torch.Tensor | None, weights: torch.Tensor | None):
     """The per-pixel ab loss, ``loss(pred, ab_target) -> scalar``.
 
-    huber (default): L2 near the target and L1 beyond ``huber_delta``; it is robust to the
-    many plausible colours of an object, so it averages towards grey less than MSE.
-    l1 / mse: the plain alternatives. classification: rebalanced soft cross-entropy
-    over ab bins (see Quantization).
+    classification (default): rebalanced soft cross-entropy over ab bins (see Quantization).
+    huber: L2 near the target and L1 beyond ``huber_delta``; it is robust to the many
+    plausible colours of an object, so it averages towards grey less than MSE.
+    l1 / mse: the plain alternatives.
     """
     if cfg.loss == "classification":
         return lambda pred, ab: Quantization.classification_loss(pred, ab, bins, weights)

@@ -28,7 +28,7 @@ needs_shared_corpus = pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason=f"{S
 COLOUR_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "retina",
                   "immunohistochemistry", "hubble_deep_field")
 
-TINY = ModelConfig(image_size=64, widths=(("relu1_2", 8), ("relu2_2", 16), ("relu3_3", 16),
+TINY = ModelConfig(image_size=64, loss="huber", widths=(("relu1_2", 8), ("relu2_2", 16), ("relu3_3", 16),
                                           ("relu4_3", 32), ("relu5_3", 32)), global_width=32)
 
 
