@@ -31,7 +31,7 @@ from DecoderLayers import ColorizationModel, Decoder
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
 from LoadData import (ImageReadError, denormalize_lab, fit_to_gamut, lab_to_rgb, load_rgb, normalize_lab,
                       resize_to_square, rgb_to_lab, to_tensor)
-from References import CHECKPOINT_FORMAT, VERSION, ModelConfig
+from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 import Quantization
 
 
@@ -92,7 +92,13 @@ def recombine(L_full: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- checkpoints
 
 def _to_builtin(value):
-    """Dataclass/Path/tuple values -> plain lists/str so ``weights_only=True`` can load them."""
+    """Dataclass/Path/tuple values -> plain lists/str so ``weights_only=True`` can load them.
+
+    Paths inside the repository are stored relative to it, so a checkpoint names no
+    folder of the machine it was made on.
+    """
+    if isinstance(value, (str, Path)) and str(value).startswith(str(ROOT) + os.sep):
+        return str(Path(value).relative_to(ROOT))
     if dataclasses.is_dataclass(value):
         value = dataclasses.asdict(value)
     if isinstance(value, dict):
