@@ -267,13 +267,18 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     return 0
 
 
+def open_colorizer(args: argparse.Namespace, paths: Paths, device: torch.device) -> Colorizer:
+    """The --checkpoint model (default: the shipped one) on ``device``, with --temperature applied."""
+    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    return Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+
+
 def run_evaluate(args: argparse.Namespace, paths: Paths, device: torch.device) -> int:
     """Score the model and the grey baseline on --input colour photos; print the table, write CSV/JSON (+ grid)."""
     from Evaluate import evaluate_folder, format_table, write_reports
     from Metrics import summarise
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
-    colorizer = Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+    colorizer = open_colorizer(args, paths, device)
     rows, grid, failed = evaluate_folder(colorizer, find_images(args.input), args.batch_size or 8,
                                          grid_height=160 if args.output else 0)
     if not rows:
@@ -291,20 +296,18 @@ def run_serve(args: argparse.Namespace, paths: Paths, device: torch.device) -> i
     """Serve the web page and HTTP API under waitress until interrupted."""
     from WebApp import serve
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
-    serve(Colorizer.from_checkpoint(checkpoint, device, args.temperature), args.host, args.port, args.threads)
+    serve(open_colorizer(args, paths, device), args.host, args.port, args.threads)
     return 0
 
 
 def run_inference(args: argparse.Namespace, paths: Paths, device: torch.device) -> int:
     """Colourise --input (file or folder) into --output; non-zero exit if any file failed."""
-    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
-    colorizer = Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+    colorizer = open_colorizer(args, paths, device)
     files = find_images(args.input)
     report = colorize_paths(colorizer, files, Path(args.input), paths.results_dir,
                             batch_size=args.batch_size or 8, side_by_side=args.side_by_side,
                             suffix="." + args.format)
-    print(f"wrote {len(report.written)} image(s) to {paths.results_dir} with {checkpoint.name}"
+    print(f"wrote {len(report.written)} image(s) to {paths.results_dir} with {colorizer.name}"
           + (f"; {len(report.failed)} failed:" if report.failed else ""))
     for f, reason in report.failed:
         print(f"  {reason}", file=sys.stderr)

@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from Inference import Colorizer, atomic_write, grey_of, hstack, vstack, write_image
-from LoadData import ImageReadError, load_rgb
+from Inference import Colorizer, atomic_write, grey_of, hstack, load_batches, vstack, write_image
 from Metrics import colorfulness, psnr, ssim, summarise
 
 
@@ -41,14 +40,8 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
     """
     rows, grid, failed = [], [], []
     bar = tqdm(total=len(files), desc="evaluating", unit="img", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        batch = []
-        for f in files[start:start + batch_size]:
-            try:
-                batch.append((f, load_rgb(f)))
-            except ImageReadError as e:
-                failed.append((f, str(e)))
-                tqdm.write(f"error: {e}")
+    for batch, bad in load_batches(files, batch_size):
+        failed += bad
         preds = colorizer.colorize([rgb for _, rgb in batch]) if batch else []
         for (f, rgb), pred in zip(batch, preds):
             truth = (rgb * 255.0 + 0.5).astype(np.uint8)
@@ -59,7 +52,7 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
                 small = [cv2.resize(im, (max(1, round(im.shape[1] * h / im.shape[0])), h),
                                     interpolation=cv2.INTER_AREA) for im in (grey, pred, truth)]
                 grid.append(hstack(small))
-        bar.update(len(files[start:start + batch_size]))
+        bar.update(len(batch) + len(bad))
     bar.close()
     return rows, grid, failed
 

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -276,13 +277,36 @@ def vstack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=0)
 
 
+def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+    """Encode uint8 RGB (H, W, 3) as the format of ``suffix`` (.png, .jpg, .webp); ValueError if it cannot."""
+    suffix = suffix.lower()
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else [])
+    if not ok:
+        raise ValueError(f"could not encode image as {suffix}")
+    return buf.tobytes()
+
+
 def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     """Write uint8 RGB (H, W, 3) atomically; format from the suffix (.png, .jpg, .webp)."""
-    ok, buf = cv2.imencode(path.suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality] if path.suffix.lower() in (".jpg", ".jpeg") else [])
-    if not ok:
-        raise ValueError(f"{path}: could not encode image")
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    data = encode_image(rgb, path.suffix, quality)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def load_batches(files: list[Path], batch_size: int) -> Iterator[tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]]:
+    """Decode ``files`` in chunks: yields (readable (file, RGB float in [0, 1]), unreadable (file, reason)).
+
+    Each unreadable file is also reported on one line naming it, so folder runs carry on.
+    """
+    for start in range(0, len(files), batch_size):
+        loaded, failed = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                loaded.append((f, load_rgb(f)))
+            except ImageReadError as e:
+                failed.append((f, str(e)))
+                tqdm.write(f"error: {e}")
+        yield loaded, failed
 
 
 @dataclass
@@ -322,21 +346,16 @@ def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, ou
     grey | colourised | original (the original only when it is in colour).
     """
     report = Report()
-    outs = plan_outputs(files, input_root, output_dir, suffix)
+    outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
     bar = tqdm(total=len(files), desc="colourising", unit="img", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        batch = []
-        for f, out in zip(files[start:start + batch_size], outs[start:start + batch_size]):
-            try:
-                batch.append((f, out, load_rgb(f)))
-            except ImageReadError as e:
-                report.failed.append((f, str(e)))
-                tqdm.write(f"error: {e}")
-                bar.update(1)
+    for batch, failed in load_batches(files, batch_size):
+        report.failed += failed
+        bar.update(len(failed))
         if not batch:
             continue
-        results = colorizer.colorize([rgb for _, _, rgb in batch])
-        for (f, out, rgb), result in zip(batch, results):
+        results = colorizer.colorize([rgb for _, rgb in batch])
+        for (f, rgb), result in zip(batch, results):
+            out = outs[f]
             try:
                 write_image(out, result)
                 if side_by_side:

@@ -23,11 +23,10 @@ import io
 import threading
 from pathlib import Path
 
-import cv2
 from flask import Flask, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from Inference import Colorizer
+from Inference import Colorizer, encode_image
 from LoadData import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_rgb
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -97,11 +96,12 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = 20, max_megapixels: 
         with lock:  # one forward pass at a time: the model and its buffers are shared
             out = colorizer.colorize([rgb], temperature=temperature)[0]
         mime, suffix = OUTPUT_TYPES[fmt]
-        ok, buf = cv2.imencode(suffix, cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-        if not ok:
+        try:
+            data = encode_image(out, suffix)
+        except ValueError:
             return error(500, "could not encode the result")
         stem = Path(upload.filename or "image").stem[:80] or "image"
-        return send_file(io.BytesIO(buf.tobytes()), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
+        return send_file(io.BytesIO(data), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
 
     return app
 
