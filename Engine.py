@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=t.workers, help="data-loading processes")
     g.add_argument("--max-train-images", type=int, default=t.max_train_images, help="cap on training images, 0 = all")
     g.add_argument("--samples", type=int, default=t.samples, help="validation images in each epoch's sample grid")
+    g.add_argument("--crop-scale", type=float, default=t.crop_scale[0],
+                   help="smallest random crop, as a fraction of the image area (augmentation)")
+    g.add_argument("--decoder-width", type=float, default=1.0,
+                   help="multiplier on every decoder width (1 = the shipped decoder, 2.0 M parameters)")
     return ap
 
 
@@ -386,11 +390,15 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
         runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
         backbone_weights=args.backbone_weights)
-    cfg = dataclasses.replace(ModelConfig(), image_size=args.image_size, loss=args.loss)
+    m = ModelConfig()
+    cfg = dataclasses.replace(m, image_size=args.image_size, loss=args.loss,
+                              widths=tuple((k, round(w * args.decoder_width)) for k, w in m.widths),
+                              global_width=round(m.global_width * args.decoder_width))
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=args.workers,
-        max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance)
+        max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
+        crop_scale=(args.crop_scale, 1.0))
     return paths, cfg, tcfg
 
 
