@@ -21,8 +21,10 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from Inference import Colorizer, atomic_write, grey_of, hstack, load_batches, vstack, write_image
+from FullResolution import recombine_image
+from Inference import Colorizer, grey_of, hstack, load_batches, to_rgb8, vstack, write_image
 from Metrics import colorfulness, psnr, ssim, summarise
+from ModelIO import atomic_write
 
 
 def score(pred: np.ndarray, truth: np.ndarray, method: str, name: str) -> dict:
@@ -32,7 +34,8 @@ def score(pred: np.ndarray, truth: np.ndarray, method: str, name: str) -> dict:
 
 
 def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8, grid_height: int = 0,
-                    progress: bool = True) -> tuple[list[dict], list[np.ndarray], list[tuple[Path, str]]]:
+                    progress: bool = True, max_pixels: int | None = None,
+                    temperature: float | None = None) -> tuple[list[dict], list[np.ndarray], list[tuple[Path, str]]]:
     """Score ``colorizer`` and the grey baseline on colour photos.
 
     Returns (per-image rows, grid rows of grey | ours | original at ``grid_height`` px
@@ -40,12 +43,12 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
     """
     rows, grid, failed = [], [], []
     bar = tqdm(total=len(files), desc="evaluating", unit="img", disable=not progress)
-    for batch, bad in load_batches(files, batch_size):
+    for batch, bad in load_batches(files, batch_size, max_pixels):
         failed += bad
-        preds = colorizer.colorize([rgb for _, rgb in batch]) if batch else []
-        for (f, rgb), pred in zip(batch, preds):
-            truth = (rgb * 255.0 + 0.5).astype(np.uint8)
-            grey = grey_of(rgb)
+        if batch:
+            ab = colorizer.ab_for([img for _, img in batch], temperature)
+        for i, (f, img) in enumerate(batch):
+            pred, truth, grey = recombine_image(img, ab[i].numpy()), to_rgb8(img), grey_of(img)
             rows += [score(pred, truth, colorizer.name, f.name), score(grey, truth, "grey", f.name)]
             if grid_height:
                 h = grid_height

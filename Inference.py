@@ -1,12 +1,12 @@
-"""Model assembly, checkpoints, and colourising images at their original resolution.
+"""Colourising images at their original resolution, from a .pt checkpoint or an ONNX export.
 
-Owns the one path from a network prediction to pixels, shared by training samples,
-evaluation and inference:
-  L at working size -> model -> ``decode_prediction`` (ab in [-1, 1]) ->
-  ``recombine`` (ab upsampled bilinearly onto the original-resolution L, chroma fitted
-  into the sRGB gamut so L is kept exactly) -> RGB.
-Also owns checkpoint save/load (atomic, ``weights_only=True``, self-contained so that
-inference never needs a backbone download) and atomic image writing.
+Owns the one path from pixels to pixels, shared by evaluation, the web app and the command line:
+  decoded image (uint8/uint16) -> ``FullResolution.working_L`` (L at the working size) ->
+  the model (torch, or ONNX Runtime for .onnx) -> ab in [-1, 1] at low resolution ->
+  ``FullResolution.recombine_image`` (ab upsampled onto the image's own L in strips, chroma
+  fitted into the sRGB gamut, L kept exactly) -> uint8 RGB.
+Also owns colourising files and folders (bounded memory: images are decoded a few at a time,
+up to a pixel budget), output naming, and atomic image writing.
 
 Usage:
     colorizer = Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu"))
@@ -14,246 +14,145 @@ Usage:
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import tempfile
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from DecoderLayers import ColorizationModel, Decoder
-from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
-from LoadData import (ImageReadError, denormalize_lab, fit_to_gamut, lab_to_rgb, load_rgb, normalize_lab,
-                      resize_to_square, rgb_to_lab, to_tensor)
-from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
-import Quantization
+from FullResolution import recombine_image, working_L
+from LoadData import ImageReadError, as_rgb, load_image, rgb_to_lab, to_float, to_tensor
+from ModelIO import atomic_write, autocast, decode_prediction, load_checkpoint
+from References import ModelConfig
+
+BATCH_PIXELS = 24_000_000  # decoded pixels held at once in folder mode (beside one output)
 
 
-# ----------------------------------------------------------------------------- model
+def onnx_predictor(path: Path, device: torch.device,
+                   temperature: float | None) -> tuple[Callable[[torch.Tensor, float | None], torch.Tensor], ModelConfig]:
+    """An ONNX Runtime session for an ``Export.export_onnx`` file: (predict(L, temperature) -> ab, its config).
 
-def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | None = None) -> ColorizationModel:
-    """Frozen VGG16 encoder (weights from ``backbone``, see EncoderLayers) + fresh decoder.
-
-    A classification model has ``n_bins`` outputs (default: the bins of ``cfg.ab_grid``).
+    The annealed-mean temperature is part of the graph: asking for another one is an error.
     """
-    encoder = FrozenVGG16Encoder(load_vgg16_features(backbone), cfg.taps)
-    out = 2
-    if cfg.loss == "classification":
-        out = n_bins or Quantization.num_bins(cfg.ab_grid)
-    decoder = Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out)
-    return ColorizationModel(encoder, decoder)
+    import onnxruntime as ort
 
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """The one mixed-precision context: bf16 (or fp16) autocast on CUDA, nothing on CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=amp_dtype(device))
-
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it (no loss scaling needed), else fp16; fp32 on CPU."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor | None = None,
-                      temperature: float | None = None) -> torch.Tensor:
-    """Model output -> ab in network units, (B, 2, h, w) in [-1, 1].
-
-    Regression output is already ab. Classification logits (B, Q, h, w) are decoded
-    with the annealed mean at ``temperature`` (default: the config's) over ``bins`` (Q, 2).
-    """
-    if cfg.loss != "classification":
-        return pred.float()
-    t = cfg.temperature if temperature is None else temperature
-    return Quantization.annealed_mean(pred.float(), bins, t)
-
-
-def recombine(L_full: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """Original-resolution Lab L plus low-resolution ab -> RGB at the original resolution.
-
-    L_full: (B, 1, H, W), Lab L in [0, 100]. ab: (B, 2, h, w) in network units [-1, 1].
-    Returns RGB (B, 3, H, W) in [0, 1] whose Lab L equals L_full (chroma is reduced
-    where needed to stay in gamut, never L).
-    """
-    ab = F.interpolate(ab.float(), size=L_full.shape[-2:], mode="bilinear", align_corners=False)
-    lab = denormalize_lab((L_full - 50.0) / 50.0, ab)
-    return lab_to_rgb(fit_to_gamut(lab))
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def _to_builtin(value):
-    """Dataclass/Path/tuple values -> plain lists/str so ``weights_only=True`` can load them.
-
-    Paths inside the repository are stored relative to it, so a checkpoint names no
-    folder of the machine it was made on.
-    """
-    if isinstance(value, (str, Path)) and str(value).startswith(str(ROOT) + os.sep):
-        return str(Path(value).relative_to(ROOT))
-    if dataclasses.is_dataclass(value):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: _to_builtin(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_builtin(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def model_config_from_dict(d: dict) -> ModelConfig:
-    """Rebuild a ModelConfig saved by ``save_checkpoint`` (lists back to tuples)."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    d = {k: v for k, v in d.items() if k in known}
-    d["taps"] = tuple(d["taps"])
-    d["widths"] = tuple((str(k), int(v)) for k, v in d["widths"])
-    return ModelConfig(**d)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
     try:
-        write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should look like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # ONNX Runtime raises its own exception types for unreadable files
+        raise ValueError(f"{path}: not a readable ONNX model ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if "image_size" not in meta:
+        raise ValueError(f"{path}: not an ONNX export of this colourizer (no image_size metadata)")
+    cfg = ModelConfig(image_size=int(meta["image_size"]), loss=meta.get("loss", "classification"),
+                      temperature=float(meta.get("temperature", ModelConfig().temperature)))
 
+    def check(t: float | None) -> None:
+        if t is not None and abs(t - cfg.temperature) > 1e-9:
+            raise ValueError(f"{path.name}: the temperature is fixed at {cfg.temperature:g} in an ONNX export; "
+                             "export again from the .pt checkpoint to change it")
 
-def save_checkpoint(path: Path, model: ColorizationModel, cfg: ModelConfig, *, optimizer=None, scaler=None,
-                    epoch: int = 0, best_metric: float = float("inf"), config: dict | None = None,
-                    extras: dict | None = None, half: bool = False) -> None:
-    """Write a self-contained checkpoint atomically.
-
-    Holds encoder and decoder weights, optimizer and scaler state (None for a release
-    file), epoch, best metric, the resolved config, the format version and ``extras``
-    (e.g. the ab bins and their prior for a classification model). ``half`` stores
-    the weights as float16 (release files: about half the size).
-    """
-    def weights(module: torch.nn.Module) -> dict:
-        sd = module.state_dict()
-        return {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in sd.items()}
-
-    state = {
-        "format": CHECKPOINT_FORMAT, "version": VERSION, "model_config": _to_builtin(cfg),
-        "encoder": weights(model.encoder), "decoder": weights(model.decoder),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "epoch": int(epoch), "best_metric": float(best_metric),
-        "config": _to_builtin(config or {}), "extras": extras or {},
-    }
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: str | Path, device: torch.device) -> tuple[ColorizationModel, dict]:
-    """Load a checkpoint (``weights_only=True``) into a ready model on ``device``, in eval mode.
-
-    Needs no backbone file or download: the encoder weights are in the checkpoint.
-    Returns (model, the raw checkpoint dict, with "model_config" as a ModelConfig).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a colorizer checkpoint of format {CHECKPOINT_FORMAT}")
-    cfg = model_config_from_dict(ckpt["model_config"])
-    bins = ckpt.get("extras", {}).get("ab_bins")
-    model = build_model(cfg, "none", None if bins is None else len(bins))
-    model.encoder.load_state_dict({k: v.float() for k, v in ckpt["encoder"].items()})
-    model.decoder.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                   for k, v in ckpt["decoder"].items()})
-    ckpt["model_config"] = cfg
-    return model.to(device).eval(), ckpt
-
-
-# ----------------------------------------------------------------------------- colourising
-
-def is_colour(rgb: np.ndarray, threshold: float = 3.0) -> bool:
-    """True when an RGB image (H, W, 3) in [0, 1] has real colour (mean Lab chroma above ``threshold``)."""
-    lab = rgb_to_lab(to_tensor(rgb[::4, ::4]))
-    return float(lab[1:].pow(2).sum(0).sqrt().mean()) > threshold
+    def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
+        check(t)
+        return torch.from_numpy(session.run(["ab"], {"L": L.cpu().numpy()})[0])
+    check(temperature)
+    return predict, cfg
 
 
 @dataclass
 class Colorizer:
-    """A loaded model ready to colourise: holds the model, its config, bins and device."""
+    """A loaded model ready to colourise: its prediction function, config and device."""
 
-    model: ColorizationModel
+    predict: Callable[[torch.Tensor, float | None], torch.Tensor]
     cfg: ModelConfig
     device: torch.device
-    bins: torch.Tensor | None = None
-    temperature: float | None = None
     name: str = "model"
+    model: torch.nn.Module | None = None  # the torch model (None for ONNX)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device, temperature: float | None = None) -> "Colorizer":
-        model, ckpt = load_checkpoint(path, device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        bins = ckpt["extras"].get("ab_bins")
-        return cls(model, ckpt["model_config"], device, None if bins is None else bins.to(device),
-                   temperature, Path(path).name)
+        """Open a .pt checkpoint (torch) or an .onnx export (ONNX Runtime); ``temperature`` is the default for calls."""
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: model not found")
+            predict, cfg = onnx_predictor(path, device, temperature)
+            model = None
+        else:
+            model, ckpt = load_checkpoint(path, device)
+            cfg = ckpt["model_config"]
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            bins = ckpt["extras"].get("ab_bins")
+            bins = None if bins is None else bins.to(device)
 
-    @torch.inference_mode()
+            @torch.inference_mode()
+            def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
+                L = L.to(device)
+                if device.type == "cuda":
+                    L = L.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    pred = model(L)
+                return decode_prediction(pred, cfg, bins, t).cpu()
+
+        def with_default(L: torch.Tensor, t: float | None = None) -> torch.Tensor:
+            return predict(L, temperature if t is None else t)
+        return cls(with_default, cfg, device, path.name, model)
+
     def predict_ab(self, L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1].
+        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1], on the CPU."""
+        return self.predict(L, temperature)
 
-        ``temperature`` overrides the colorizer's for this call (classification models only).
-        """
-        L = L.to(self.device)
-        if self.device.type == "cuda":
-            L = L.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
-            pred = self.model(L)
-        t = self.temperature if temperature is None else temperature
-        return decode_prediction(pred, self.cfg, self.bins, t)
+    def ab_for(self, images: list[np.ndarray], temperature: float | None = None) -> torch.Tensor:
+        """Decoded images (uint8/uint16, any sizes) -> their ab (B, 2, h, w) in [-1, 1], one forward pass."""
+        return self.predict_ab(torch.cat([working_L(im, self.cfg.image_size) for im in images]), temperature)
 
     def colorize(self, images: list[np.ndarray], temperature: float | None = None) -> list[np.ndarray]:
-        """RGB or grey-as-RGB images (H_i, W_i, 3) in [0, 1] -> colourised uint8 RGB at the same sizes.
+        """Images (H_i, W_i[, 3]) as uint8/uint16 pixels, or float in [0, 1] -> colourised uint8 RGB (H_i, W_i, 3).
 
-        All images are resized to the working size, so any mix of sizes shares one batch.
+        Colour inputs are reduced to their lightness. All images share one forward pass at the
+        working size; recombination runs in strips, so memory grows only with the outputs.
         """
-        rgbs = [to_tensor(im) for im in images]
-        work = torch.stack([resize_to_square(t, self.cfg.image_size) for t in rgbs])
-        L_work, _ = normalize_lab(rgb_to_lab(work))
-        ab = self.predict_ab(L_work, temperature).cpu()
-        out = []
-        for rgb, ab_i in zip(rgbs, ab):
-            L_full = rgb_to_lab(rgb)[None, :1]
-            out.append(to_uint8(recombine(L_full, ab_i[None])[0]))
-        return out
+        images = [as_pixels(im) for im in images]
+        ab = self.ab_for(images, temperature)
+        return [recombine_image(im, ab_i.numpy()) for im, ab_i in zip(images, ab)]
+
+
+def as_pixels(img: np.ndarray) -> np.ndarray:
+    """uint8/uint16 pixels as they are; float images in [0, 1] as uint16 (keeps their precision)."""
+    if img.dtype in (np.uint8, np.uint16):
+        return img
+    return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Decoded pixels (uint8/uint16, grey or RGB) as uint8 RGB (H, W, 3)."""
+    img = as_rgb(img)
+    return img if img.dtype == np.uint8 else (img.astype(np.float32) * (255 / 65535) + 0.5).astype(np.uint8)
+
+
+def is_colour(img: np.ndarray, threshold: float = 3.0) -> bool:
+    """True when decoded pixels have real colour (mean Lab chroma above ``threshold``)."""
+    if img.ndim == 2:
+        return False
+    lab = rgb_to_lab(to_tensor(to_float(img[::4, ::4])))
+    return float(lab[1:].pow(2).sum(0).sqrt().mean()) > threshold
+
+
+def grey_of(img: np.ndarray) -> np.ndarray:
+    """The Lab-L greyscale version of decoded pixels, as uint8 RGB (a = b = 0)."""
+    return recombine_image(as_pixels(img), None)
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
     return (rgb.permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
-
-
-def grey_of(rgb: np.ndarray) -> np.ndarray:
-    """The Lab-L greyscale version of an RGB image, as uint8 RGB (a = b = 0)."""
-    lab = rgb_to_lab(to_tensor(rgb))
-    return to_uint8(lab_to_rgb(torch.cat((lab[:1], torch.zeros_like(lab[1:])))))
 
 
 def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -277,35 +176,51 @@ def vstack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=0)
 
 
+def _encode_params(suffix: str, quality: int) -> list[int]:
+    return [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
+
+
 def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     """Encode uint8 RGB (H, W, 3) as the format of ``suffix`` (.png, .jpg, .webp); ValueError if it cannot."""
-    suffix = suffix.lower()
-    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else [])
+    ok, buf = cv2.imencode(suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _encode_params(suffix, quality))
     if not ok:
         raise ValueError(f"could not encode image as {suffix}")
     return buf.tobytes()
 
 
-def write_image(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
-    """Write uint8 RGB (H, W, 3) atomically; format from the suffix (.png, .jpg, .webp)."""
-    data = encode_image(rgb, path.suffix, quality)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def write_image(path: Path, image: np.ndarray, quality: int = 95, bgr: bool = False) -> None:
+    """Write uint8 RGB (H, W, 3) (or BGR, OpenCV's order, with ``bgr``: no copy) atomically, streamed to
+    disk by OpenCV; format from the suffix."""
+    bgr = image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+    def write(tmp: str) -> None:
+        if not cv2.imwrite(tmp, bgr, _encode_params(path.suffix, quality)):
+            raise ValueError(f"could not encode image as {path.suffix}")
+    atomic_write(path, write, keep_suffix=True)
 
 
-def load_batches(files: list[Path], batch_size: int) -> Iterator[tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]]:
-    """Decode ``files`` in chunks: yields (readable (file, RGB float in [0, 1]), unreadable (file, reason)).
+def load_batches(files: list[Path], batch_size: int, max_pixels: int | None = None,
+                 pixel_budget: int = BATCH_PIXELS) -> Iterator[tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]]:
+    """Decode ``files`` a few at a time: yields (readable (file, pixels), unreadable (file, reason)).
 
-    Each unreadable file is also reported on one line naming it, so folder runs carry on.
+    A batch holds at most ``batch_size`` files and, beyond its first, ``pixel_budget`` pixels, so a
+    folder of scans never sits in memory at once. Each unreadable file is reported once, here, on one
+    line naming it, and the run carries on.
     """
-    for start in range(0, len(files), batch_size):
-        loaded, failed = [], []
-        for f in files[start:start + batch_size]:
-            try:
-                loaded.append((f, load_rgb(f)))
-            except ImageReadError as e:
-                failed.append((f, str(e)))
-                tqdm.write(f"error: {e}")
+    loaded, failed, pixels = [], [], 0
+    for f in files:
+        try:
+            img = load_image(f, max_pixels=max_pixels)
+        except ImageReadError as e:
+            failed.append((f, str(e)))
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            continue
+        if loaded and (len(loaded) >= batch_size or pixels + img.shape[0] * img.shape[1] > pixel_budget):
+            yield loaded, failed
+            loaded, failed, pixels = [], [], 0
+        loaded.append((f, img))
+        pixels += img.shape[0] * img.shape[1]
+    if loaded or failed:
         yield loaded, failed
 
 
@@ -337,34 +252,42 @@ def plan_outputs(files: list[Path], input_root: Path, output_dir: Path, suffix: 
 
 
 def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
-                   batch_size: int = 8, side_by_side: bool = False, suffix: str = ".png",
-                   progress: bool = True) -> Report:
-    """Colourise files into ``output_dir`` (same stems), batching forward passes.
+                   batch_size: int = 8, side_by_side: bool = False, suffix: str = ".png", progress: bool = True,
+                   max_pixels: int | None = None, output_file: Path | None = None) -> Report:
+    """Colourise files into ``output_dir`` (same stems), or one file into ``output_file``.
 
-    Unreadable files are reported (one line each, naming the file) and skipped; the
-    rest are still written. With ``side_by_side``, also writes ``<stem>_compare.png``:
-    grey | colourised | original (the original only when it is in colour).
+    Unreadable files are reported (one line each, naming the file) and skipped; the rest are
+    still written. With ``side_by_side``, also writes ``<stem>_compare.png``: grey | colourised
+    | original (the original only when it is in colour).
     """
     report = Report()
-    outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
+    if output_file is not None:
+        if len(files) != 1:
+            raise ValueError(f"--output {output_file} names a file, but there are {len(files)} inputs")
+        if output_file.resolve() == files[0].resolve():
+            raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
+        outs = {files[0]: output_file}
+    else:
+        outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
     bar = tqdm(total=len(files), desc="colourising", unit="img", disable=not progress)
-    for batch, failed in load_batches(files, batch_size):
+    for batch, failed in load_batches(files, batch_size, max_pixels):
         report.failed += failed
         bar.update(len(failed))
         if not batch:
             continue
-        results = colorizer.colorize([rgb for _, rgb in batch])
-        for (f, rgb), result in zip(batch, results):
-            out = outs[f]
+        ab = colorizer.ab_for([img for _, img in batch])
+        for i, (f, img) in enumerate(batch):
+            out, result = outs[f], recombine_image(img, ab[i].numpy(), bgr=True)  # BGR: written without a copy
             try:
-                write_image(out, result)
+                write_image(out, result, bgr=True)
                 if side_by_side:
-                    panels = [grey_of(rgb), result] + ([to_uint8(to_tensor(rgb))] if is_colour(rgb) else [])
-                    write_image(out.with_name(out.stem + "_compare.png"), hstack(panels))
+                    panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
+                    write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
                 report.written.append(out)
             except (OSError, ValueError) as e:
                 report.failed.append((f, f"{out}: cannot write ({e})"))
-                tqdm.write(f"error: {f}: cannot write {out} ({e})")
+                tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)
+            batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
             bar.update(1)
     bar.close()
     return report

@@ -1,8 +1,9 @@
 """Images in, Lab tensors out: decoding, colour conversion and the training dataset.
 
 Owns every step between a file on disk and the network's input/target:
-  * ``load_rgb``: any supported file -> float32 RGB in [0, 1] (EXIF orientation applied,
-    alpha composited onto white, 16-bit and palette images handled);
+  * ``load_image``: any supported file -> compact pixels (uint8/uint16, grey or RGB), with the
+    user's pixel limit checked from the header (EXIF orientation applied, alpha composited onto
+    white, 16-bit and palette images handled); ``load_rgb``: the same as float32 RGB in [0, 1];
   * ``rgb_to_lab`` / ``lab_to_rgb``: vectorised sRGB(D65) <-> CIE Lab in torch, matching
     scikit-image within 1e-3;
   * ``normalize_lab`` / ``denormalize_lab``: Lab <-> network units, L and ab in [-1, 1];
@@ -14,22 +15,20 @@ Usage:
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from References import IMAGE_EXTENSIONS, LAB
-
-# Decompression-bomb guard: Pillow warns above ~89 MP and raises above twice that;
-# turning the warning into the error keeps a hostile file from eating the RAM.
-MAX_PIXELS = 90_000_000
 
 
 class ImageReadError(ValueError):
@@ -37,11 +36,27 @@ class ImageReadError(ValueError):
 
 
 class ImageTooLargeError(ImageReadError):
-    """More pixels than allowed (a decompression-bomb guard)."""
+    """More pixels than the user's limit (--max-megapixels); raised from the header, before decoding."""
+
+    def __init__(self, label: str, megapixels: float, limit_mp: float, size: tuple[int, int] | None = None) -> None:
+        dims = f"{size[0]}x{size[1]} pixels, " if size else ""
+        super().__init__(f"{label}: image too large ({dims}{megapixels:.1f} MP; the limit is {limit_mp:g} MP, "
+                         "raise it with --max-megapixels)")
+        self.megapixels, self.limit_mp = megapixels, limit_mp
 
 
 class UnsupportedImageError(ImageReadError):
     """A real image, but in a format this tool does not accept."""
+
+
+_limit = {"pixels": 200_000_000}
+
+
+def set_pixel_limit(megapixels: float) -> None:
+    """The default --max-megapixels for ``load_image``; Pillow's own bomb guard is set from it too, so that
+    ours is always the check a user meets (Pillow only warns up to twice its limit, which we ignore)."""
+    _limit["pixels"] = int(megapixels * 1e6)
+    Image.MAX_IMAGE_PIXELS = _limit["pixels"]
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -62,32 +77,36 @@ def find_images(root: str | Path) -> list[Path]:
     return files
 
 
-def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int = MAX_PIXELS,
-             formats: tuple[str, ...] | None = None) -> np.ndarray:
-    """Decode an image file (a path, or a binary file object such as an upload) to float32 RGB.
+def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+               formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Decode an image file (a path, or a binary file object such as an upload) to its pixels, compactly.
 
-    Returns shape (H, W, 3), values in [0, 1]. Applies EXIF orientation, composites any
-    transparency onto white, and keeps the precision of 16-bit greyscale files.
-    ``formats`` optionally restricts Pillow's format names (e.g. ("PNG", "JPEG")).
-    Raises ImageReadError (or its subclasses ImageTooLargeError, UnsupportedImageError)
-    with a message that starts with ``name`` (default: the path).
+    Returns uint8 (H, W) for greyscale, uint16 (H, W) for 16-bit greyscale, or uint8 (H, W, 3) RGB.
+    EXIF orientation is applied and transparency composited onto white. The size is checked
+    against ``max_pixels`` (default: ``set_pixel_limit``'s) from the header, before decoding.
+    ``formats`` optionally restricts Pillow's format names (e.g. ("PNG", "JPEG")). Raises
+    ImageReadError (or ImageTooLargeError, UnsupportedImageError) with a message that starts
+    with ``name`` (default: the path).
     """
     label = name or str(path)
+    limit = _limit["pixels"] if max_pixels is None else max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # only ever raised: Pillow must not refuse what our limit allows
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
             with Image.open(path) as im:
                 if formats is not None and im.format not in formats:
                     raise UnsupportedImageError(f"{label}: unsupported image type {im.format}")
-                if im.width * im.height > max_pixels:
-                    raise ImageTooLargeError(f"{label}: image too large ({im.width}x{im.height} pixels, "
-                                             f"limit {max_pixels / 1e6:.0f} MP)")
+                if im.width * im.height > limit:
+                    raise ImageTooLargeError(label, im.width * im.height / 1e6, limit / 1e6, im.size)
                 im = ImageOps.exif_transpose(im)
-                return _pil_to_rgb(im)
+                return _pil_to_array(im)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLargeError(f"{label}: image too large ({e})") from None
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: it refuses in Image.open
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLargeError(label, int(found.group(1)) / 1e6 if found else float("nan"), limit / 1e6) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{label}: not a readable image (unknown or corrupt format)") from None
     except FileNotFoundError:
@@ -96,22 +115,39 @@ def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: i
         raise ImageReadError(f"{label}: cannot decode image ({e})") from None
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """Pillow image of any mode -> float32 (H, W, 3) in [0, 1]."""
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> uint8 (H, W) / uint16 (H, W) / uint8 (H, W, 3)."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.float32)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        grey = np.clip(arr / top, 0.0, 1.0)
-        return np.repeat(grey[..., None], 3, axis=2)
+        arr = np.asarray(im)
+        if im.mode == "I" and arr.max() <= 255:
+            return arr.clip(0, 255).astype(np.uint8)
+        return arr.clip(0, 65535).astype(np.uint16)
     if im.mode == "F":
-        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-        return np.repeat(grey[..., None], 3, axis=2)
-    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-    if has_alpha:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-        alpha = rgba[..., 3:4]
-        return rgba[..., :3] * alpha + (1.0 - alpha)  # onto white
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        return (np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 pixels -> float32 in [0, 1], same shape."""
+    return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) -> (H, W, 3), greyscale repeated into the three channels."""
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+             formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """``load_image`` as float32 RGB (H, W, 3) in [0, 1] (for training-size photos; large images should
+    stay in ``load_image``'s compact form)."""
+    return to_float(as_rgb(load_image(path, name, max_pixels, formats)))
 
 
 def _f_lab(t: torch.Tensor) -> torch.Tensor:
@@ -224,16 +260,20 @@ class ColorizationDataset(Dataset):
 
     Each item is ``{"L": (1,S,S), "ab": (2,S,S), "index": int}`` with both in [-1, 1],
     or ``None`` for an unreadable file (a warning names it; ``collate_skip`` counts it).
-    Training: RandomResizedCrop + horizontal flip. Validation: the whole image resized.
+    Training: RandomResizedCrop + horizontal flip, drawn from a generator seeded by
+    (``seed``, ``epoch``, index), so an item is the same whichever process, worker or
+    resumed run loads it. Set ``epoch`` before each epoch. Validation: the whole image resized.
     """
 
     def __init__(self, files: list[Path], image_size: int, train: bool,
-                 crop_scale: tuple[float, float] = (0.5, 1.0)) -> None:
+                 crop_scale: tuple[float, float] = (0.5, 1.0), seed: int = 0) -> None:
         if not files:
             raise ValueError("ColorizationDataset: no image files given")
         self.files = list(files)
         self.image_size = image_size
         self.train = train
+        self.seed = seed
+        self.epoch = 0
         self.augment = v2.Compose([
             v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True),
             v2.RandomHorizontalFlip(),
@@ -249,9 +289,52 @@ class ColorizationDataset(Dataset):
         except ImageReadError as e:
             warnings.warn(f"skipping {e}", stacklevel=2)
             return None
-        rgb = self.augment(rgb).clamp(0, 1) if self.train else resize_to_square(rgb, self.image_size)
+        if self.train:
+            # torchvision's transforms draw from the global RNG; fork it so the draw depends on the item only.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                rgb = self.augment(rgb).clamp(0, 1)
+        else:
+            rgb = resize_to_square(rgb, self.image_size)
         L, ab = normalize_lab(rgb_to_lab(rgb))
         return {"L": L, "ab": ab, "index": index}
+
+
+class EpochSampler(Sampler[int]):
+    """This process's share of one epoch: a permutation seeded by (seed, epoch), minus what is already done.
+
+    ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of the epoch's global order (the
+    samples every process together has already trained on), then deals the rest round-robin to
+    ``world_size`` processes, repeating a few from the start so every process gets as many
+    (as DistributedSampler does). The order depends only on (seed, epoch), not on the number of
+    processes, so a run saved by N processes resumes on M.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, min(max(skip, 0), self.n)
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        rest = self._order()[self.skip:]
+        if not rest:
+            return iter([])
+        pad = -len(rest) % self.world_size
+        rest += (rest * (pad // len(rest) + 1))[:pad]
+        return iter(rest[self.rank::self.world_size])
+
+    def __len__(self) -> int:
+        left = self.n - self.skip
+        return -(-left // self.world_size) if left else 0
 
 
 def collate_skip(items: list[dict | None]) -> dict:
@@ -266,10 +349,14 @@ def collate_skip(items: list[dict | None]) -> dict:
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, workers: int,
-                pin_memory: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader with ``collate_skip``; seeded so that shuffles and crops are repeatable."""
+                pin_memory: bool = False, seed: int = 0, sampler: Sampler | None = None,
+                persistent: bool = True) -> DataLoader:
+    """A DataLoader with ``collate_skip``; seeded so that shuffles are repeatable.
+
+    ``sampler`` (e.g. an EpochSampler) replaces ``shuffle``.
+    """
     g = torch.Generator()
     g.manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      collate_fn=collate_skip, pin_memory=pin_memory, generator=g,
-                      persistent_workers=workers > 0, drop_last=False)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle if sampler is None else None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate_skip, pin_memory=pin_memory, generator=g,
+                      persistent_workers=persistent and workers > 0, drop_last=False)

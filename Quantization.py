@@ -68,20 +68,33 @@ def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float =
     return shape(idx), shape(wts)
 
 
-def bin_prior(ab_batches: Iterable[torch.Tensor], bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
-    """Empirical probability of each bin over an iterable of ab batches (B, 2, h, w) in [-1, 1],
-    smoothed with a Gaussian of ``sigma`` ab units over the bins. Returns (Q,) summing to 1."""
+def bin_counts(ab_batches: Iterable[torch.Tensor], bins: torch.Tensor) -> torch.Tensor:
+    """How many pixels of ab batches (B, 2, h, w) in [-1, 1] fall nearest each bin: (Q,) float64.
+
+    Counts add up, so counts from the shards of a data set (one per process) sum to the whole's.
+    """
     counts = torch.zeros(len(bins), dtype=torch.float64)
     for ab in ab_batches:
         pts = (ab.float() * LAB.ab_scale).permute(0, 2, 3, 1).reshape(-1, 2)
         nearest = torch.cdist(pts, bins.to(pts)).argmin(dim=1)
         counts += torch.bincount(nearest, minlength=len(bins)).double()
+    return counts
+
+
+def prior_from_counts(counts: torch.Tensor, bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Bin counts (Q,) -> probabilities smoothed with a Gaussian of ``sigma`` ab units over the bins; (Q,) sums to 1."""
     if counts.sum() == 0:
         raise ValueError("bin_prior: no pixels seen")
-    p = counts / counts.sum()
+    p = counts.double() / counts.sum()
     kernel = torch.exp(-torch.cdist(bins.double(), bins.double()).pow(2) / (2 * sigma ** 2))
     p = kernel @ p
     return (p / p.sum()).float()
+
+
+def bin_prior(ab_batches: Iterable[torch.Tensor], bins: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
+    """Empirical probability of each bin over an iterable of ab batches (B, 2, h, w) in [-1, 1],
+    smoothed with a Gaussian of ``sigma`` ab units over the bins. Returns (Q,) summing to 1."""
+    return prior_from_counts(bin_counts(ab_batches, bins), bins, sigma)
 
 
 def class_weights(prior: torch.Tensor, lam: float = 0.5) -> torch.Tensor:

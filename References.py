@@ -9,13 +9,30 @@ Usage:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
 from pathlib import Path
 
-VERSION = "0.1.0"
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict layout changes
+VERSION = "0.2.0"
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict layout changes (2: adds "progress")
 
 ROOT = Path(__file__).resolve().parent
+
+
+@functools.cache
+def asset_dir() -> Path:
+    """Where weights/, web/ and examples/ are: next to the modules in a checkout or an editable
+    install, else in ``<prefix>/share/colorizer`` where ``pip install .`` puts them."""
+    if (ROOT / "weights").is_dir():
+        return ROOT
+    for base in (sysconfig.get_path("data"), sys.prefix, sysconfig.get_path("data", f"{os.name}_user")):
+        candidate = Path(base) / "share" / "colorizer"
+        if candidate.is_dir():
+            return candidate
+    return ROOT
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -27,9 +44,9 @@ class Paths:
     data_dir: Path = Path("data/train")
     val_dir: Path | None = None
     runs_dir: Path = Path("runs")
-    examples_dir: Path = ROOT / "examples"
+    examples_dir: Path = field(default_factory=lambda: asset_dir() / "examples")
     results_dir: Path = Path("results")
-    default_checkpoint: Path = ROOT / "weights" / "colorizer.pt"
+    default_checkpoint: Path = field(default_factory=lambda: asset_dir() / "weights" / "colorizer.pt")
     # None: torchvision's IMAGENET1K_V1 (cache, then download); "none": random init.
     backbone_weights: str | None = None
 
@@ -69,6 +86,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
 VGG16_TAP_CHANNELS = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
 VGG16_TAP_STRIDE = {"relu1_2": 1, "relu2_2": 2, "relu3_3": 4, "relu4_3": 8, "relu5_3": 16}
+
+# Pixel and concurrency limits (--max-megapixels, --max-concurrent). The web limit is lower: a
+# server takes anyone's uploads, and each 40 MP image costs about 0.5 GB while it is processed.
+LIMITS = {"cli_megapixels": 200.0, "web_megapixels": 40.0, "web_concurrent": 2, "web_upload_mb": 20.0}
 
 LOSSES = ("huber", "l1", "mse", "classification")
 DEVICES = ("auto", "cpu", "cuda")
@@ -110,3 +131,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     samples: int = 6  # fixed validation images in the per-epoch sample grid
     max_train_images: int = 0  # 0 = all; a cap for quick runs
+    save_every_steps: int = 0  # also write last.pt every K optimizer steps (0 = only at epoch ends)
+    max_steps: int = 0  # stop after this many optimizer steps in all (0 = no cap)
+    compile: bool = False  # torch.compile the training forward (GPU; slow to start, faster per step)

@@ -15,7 +15,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from Inference import build_model, save_checkpoint  # noqa: E402
+from ModelIO import build_model, save_checkpoint  # noqa: E402
 from References import ModelConfig  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, real_photo
-from Inference import (Colorizer, build_model, colorize_paths, load_checkpoint, plan_outputs, save_checkpoint)
+from Inference import Colorizer, colorize_paths, plan_outputs
+from ModelIO import build_model, load_checkpoint, save_checkpoint
 from LoadData import find_images, load_rgb, rgb_to_lab, to_tensor
 
 CPU = torch.device("cpu")
@@ -33,7 +34,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
 
 def test_half_precision_release_checkpoint_is_close(tmp_path, tiny_checkpoint):
     model, _ = load_checkpoint(tiny_checkpoint, CPU)
-    save_checkpoint(tmp_path / "half.pt", model, TINY, half=True)
+    save_checkpoint(tmp_path / "half.pt", model, TINY, release=True)
     half, _ = load_checkpoint(tmp_path / "half.pt", CPU)
     L = torch.rand(1, 1, 64, 64) * 2 - 1
     with torch.no_grad():

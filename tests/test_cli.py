@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 import Engine
+import Training
 from conftest import ROOT, SHARED_CORPUS, SHARED_WEIGHTS, needs_shared_weights
 
 
@@ -68,7 +69,7 @@ def test_help_documents_every_flag(capsys):
 
 
 def test_nan_loss_stops_training(photo_dir):
-    from Inference import build_model
+    from ModelIO import build_model
     from LoadData import ColorizationDataset, find_images, make_loader
     from conftest import TINY
     model = build_model(TINY, "none")
@@ -76,8 +77,8 @@ def test_nan_loss_stops_training(photo_dir):
     opt = torch.optim.AdamW(model.decoder.parameters())
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     with pytest.raises(FloatingPointError, match="nan"):
-        Engine.train_one_epoch(model, loader, opt, scaler, lambda p, t: p.sum() * float("nan"),
-                               torch.device("cpu"), 0, 1.0)
+        Training.train_one_epoch(model, model.decoder, loader, opt, scaler, lambda p, t: p.sum() * float("nan"),
+                                 torch.device("cpu"), 0, 1.0)
 
 
 def test_missing_backbone_is_a_clear_error(photo_dir, tmp_path, capsys):

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY
-from Engine import make_loss_fn
+from Training import make_loss_fn
 from EncoderLayers import BackboneUnavailableError, FrozenVGG16Encoder, load_vgg16_features
-from Inference import build_model
+from ModelIO import build_model
 from LoadData import ColorizationDataset, collate_skip, find_images
 from References import TrainConfig
 
