@@ -108,12 +108,12 @@ def export_release(source: Path, output: Path, tolerance: dict[str, float] | Non
 
 
 @torch.no_grad()
-def export_onnx(source: Path, output: Path, opset: int = 17, tolerance: dict[str, float] | None = None) -> dict:
+def export_onnx(source: Path, output: Path, opset: int = 18, tolerance: dict[str, float] | None = None) -> dict:
     """Write the model of checkpoint ``source`` with its ab decoding as ONNX; checked with ONNX Runtime.
 
-    Input "L": (batch, 1, height, width) float32 in [-1, 1], every dimension dynamic (height and
-    width multiples of 16; the model was trained at ``model_config.image_size``). Output "ab":
-    (batch, 2, h, w) in [-1, 1]. The working size, loss and version are stored as metadata.
+    Input "L": (batch, 1, S, S) float32 in [-1, 1], S fixed to the working size
+    (``model_config.image_size``, which is all inference feeds it), batch dynamic. Output "ab":
+    (batch, 2, h, w) in [-1, 1]. The working size, loss and temperature are stored as metadata.
     """
     import onnx
     import onnxruntime as ort
@@ -126,11 +126,12 @@ def export_onnx(source: Path, output: Path, opset: int = 17, tolerance: dict[str
     want = graph(L)
 
     def write(tmp: str) -> None:
-        torch.onnx.export(graph, (L[:1],), tmp, input_names=["L"], output_names=["ab"], opset_version=opset,
-                          dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"}, "ab": {0: "batch", 2: "h", 3: "w"}},
-                          dynamo=False)
+        torch.onnx.export(graph, (L[:2],), tmp, input_names=["L"], output_names=["ab"], opset_version=opset,
+                          dynamic_shapes={"L": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                          dynamo=True, verbose=False)
         proto = onnx.load(tmp)
-        for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("source", Path(source).name)):
+        for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("temperature", cfg.temperature),
+                           ("source", Path(source).name)):
             proto.metadata_props.add(key=key, value=str(value))
         onnx.save(proto, tmp)
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])

@@ -180,9 +180,11 @@ def _encode_params(suffix: str, quality: int) -> list[int]:
     return [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
 
 
-def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> bytes:
-    """Encode uint8 RGB (H, W, 3) as the format of ``suffix`` (.png, .jpg, .webp); ValueError if it cannot."""
-    ok, buf = cv2.imencode(suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _encode_params(suffix, quality))
+def encode_image(image: np.ndarray, suffix: str, quality: int = 95, bgr: bool = False) -> bytes:
+    """Encode uint8 RGB (H, W, 3) (BGR with ``bgr``: no copy) as the format of ``suffix`` (.png, .jpg, .webp);
+    ValueError if it cannot."""
+    ok, buf = cv2.imencode(suffix.lower(), image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                           _encode_params(suffix, quality))
     if not ok:
         raise ValueError(f"could not encode image as {suffix}")
     return buf.tobytes()

@@ -122,7 +122,7 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
             except ValueError as e:  # e.g. a temperature that an ONNX export cannot change
                 return error(400, str(e))
             try:
-                data = encode_image(recombine_image(img, ab[0].numpy()), suffix)
+                data = encode_image(recombine_image(img, ab[0].numpy(), bgr=True), suffix, bgr=True)
             except ValueError:
                 return error(500, "could not encode the result")
             del img

@@ -5,8 +5,12 @@ bounded number of concurrent POST /api/colorize requests with one example image,
 prints the success count, latency p50/p95/max, throughput, and the server's peak RSS
 (from /proc, when this script started the server). Traffic goes to 127.0.0.1 only.
 
+Large-image mode (``--megapixels N``) sends a synthetic greyscale scan of N MP instead, to check
+that the server's memory stays bounded however large the uploads.
+
 Usage:
     python benchmarks/load_web.py [--requests 200] [--concurrency 8] [--image examples/coins.png]
+    python benchmarks/load_web.py --megapixels 39 --requests 4 --concurrency 4
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -22,7 +27,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import ROOT, grey_png  # noqa: E402
 
 
 def multipart(image: Path) -> tuple[bytes, str]:
@@ -40,11 +46,11 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
-def start_server(checkpoint: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: str | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, str(ROOT / "Engine.py"), "--mode", "serve", "--port", str(port)]
+    cmd = [sys.executable, str(ROOT / "Engine.py"), "--mode", "serve", "--port", str(port), *extra]
     proc = subprocess.Popen(cmd + (["--checkpoint", checkpoint] if checkpoint else []),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -68,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", default=str(ROOT / "examples" / "coins.png"))
     ap.add_argument("--url", default=None, help="an already running server (RSS is then not measured)")
     ap.add_argument("--checkpoint", default=None, help="model for the server this script starts")
-    ap.add_argument("--timeout", type=float, default=120, help="per-request timeout, seconds")
+    ap.add_argument("--timeout", type=float, default=600, help="per-request timeout, seconds")
+    ap.add_argument("--megapixels", type=float, default=0, help="send a synthetic greyscale scan of this size instead")
+    ap.add_argument("--max-concurrent", type=int, default=None, help="the server's --max-concurrent")
     args = ap.parse_args(argv)
+    if args.megapixels:
+        args.image = str(grey_png(Path(tempfile.gettempdir()) / "colorizer-scans" / f"web_{args.megapixels:g}mp.png",
+                                  args.megapixels, grain=0))  # no grain: it keeps the PNG under the upload limit
     body, ctype = multipart(Path(args.image))
-    proc, url = (None, args.url) if args.url else start_server(args.checkpoint)
+    extra = ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
+    proc, url = (None, args.url) if args.url else start_server(args.checkpoint, extra)
     peak, stop = [0], threading.Event()
 
     def watch():
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = sorted(s for _, s in results)
     q = statistics.quantiles(lat, n=100)
     print(f"{sum(ok for ok, _ in results)}/{args.requests} requests succeeded, {args.concurrency} at a time, "
-          f"image {Path(args.image).name}")
+          f"image {Path(args.image).name} ({len(body) / 2 ** 20:.1f} MB upload)")
     print(f"latency: p50 {q[49]:.2f} s, p95 {q[94]:.2f} s, max {lat[-1]:.2f} s; "
           f"throughput {args.requests / wall:.2f} requests/s over {wall:.0f} s")
     if proc is not None:

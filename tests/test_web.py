@@ -205,3 +205,38 @@ def test_browser_upload_shows_result_at_natural_size(server, tmp_path):
         page.wait_for_selector("#status.error", timeout=30000)
         assert "photo" in page.text_content("#status")
         browser.close()
+
+
+def test_images_in_flight_are_bounded(colorizer, monkeypatch):
+    """Decode + colourise hold a slot: with max_concurrent=2, five simultaneous uploads never run 3 at once."""
+    import WebApp
+
+    active, peak, guard = [0], [0], __import__("threading").Lock()
+    real = WebApp.load_image
+
+    def slow_load(*args, **kwargs):
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.3)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+    monkeypatch.setattr(WebApp, "load_image", slow_load)
+    app = create_app(colorizer, max_concurrent=2)
+    data = EXAMPLE.read_bytes()
+
+    def one(_):
+        return post(app.test_client(), data).status_code
+    with ThreadPoolExecutor(5) as pool:
+        codes = list(pool.map(one, range(5)))
+    assert codes == [200] * 5
+    assert peak[0] == 2
+
+
+def test_too_many_pixels_is_413_with_the_servers_limit(colorizer):
+    client = create_app(colorizer, max_megapixels=0.1).test_client()
+    r = post(client, EXAMPLE.read_bytes())
+    assert r.status_code == 413 and "0.1 MP" in r.json["error"] and "0.3 MP" in r.json["error"]

@@ -1,0 +1,120 @@
+"""The trainable decoder (encoder taps -> ab) and the model that composes encoder and decoder.
+
+Owns the U-Net / hypercolumn decoder: each encoder tap is normalised (BatchNorm: the
+ImageNet VGG16 taps reach ~1e4), projected, and fused from deep to shallow; a
+global-context vector pooled from the deepest tap is broadcast back over the image
+(the "fusion layer" of encoder-classifier colourisers). Two heads:
+  * regression: tanh -> ab in [-1, 1], upsampled bilinearly to the input size;
+  * classification: logits over quantised ab bins at half the input resolution
+    (decoded to ab by ``Inference.decode_prediction``).
+
+Usage:
+    decoder = Decoder(taps=("relu2_2", "relu3_3", "relu4_3", "relu5_3"), widths=dict(cfg.widths))
+    model = ColorizationModel(encoder, decoder)
+    ab = model(L)  # (B, 1, H, W) in [-1, 1] -> (B, 2, H, W) in [-1, 1]
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from References import VGG16_TAP_CHANNELS, VGG16_TAPS
+
+
+def conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class TapAdapter(nn.Module):
+    """Normalise one encoder tap and project it: (B, C, h, w) -> (B, width, h, w)."""
+
+    def __init__(self, c_in: int, width: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(c_in)
+        self.proj = conv_bn_relu(c_in, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x))
+
+
+class GlobalContext(nn.Module):
+    """Pooled deepest features -> a per-image vector added at every position: (B, C, h, w) -> (B, width, 1, 1)."""
+
+    def __init__(self, c_in: int, hidden: int, width: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(c_in)
+        self.mlp = nn.Sequential(nn.Linear(2 * c_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        pooled = torch.cat((x.mean(dim=(2, 3)), x.amax(dim=(2, 3))), dim=1)
+        return self.mlp(pooled)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """Upsample to the skip's size, concatenate, fuse (1x1) and refine (3x3)."""
+
+    def __init__(self, c_deep: int, c_skip: int, width: int) -> None:
+        super().__init__()
+        self.fuse = conv_bn_relu(c_deep + c_skip, width, 1)
+        self.refine = conv_bn_relu(width, width, 3)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.refine(self.fuse(torch.cat((x, skip), dim=1)))
+
+
+class Decoder(nn.Module):
+    """Encoder taps (shallowest first) -> ab (regression) or bin logits (classification).
+
+    ``out_channels`` = 2 for regression (tanh output, upsampled to ``out_size``) or
+    the number of ab bins for classification (raw logits at the shallowest tap's scale).
+    """
+
+    def __init__(self, taps: tuple[str, ...], widths: dict[str, int], global_width: int = 256,
+                 out_channels: int = 2) -> None:
+        super().__init__()
+        self.taps = tuple(sorted(taps, key=VGG16_TAPS.get))
+        self.out_channels = out_channels
+        self.adapters = nn.ModuleList(TapAdapter(VGG16_TAP_CHANNELS[t], widths[t]) for t in self.taps)
+        deep = self.taps[-1]
+        self.context = GlobalContext(VGG16_TAP_CHANNELS[deep], global_width, widths[deep])
+        self.bottom = conv_bn_relu(widths[deep], widths[deep], 3)
+        ups = []
+        for i in range(len(self.taps) - 2, -1, -1):
+            # the shallowest block also sees L itself, which sharpens colour edges
+            extra = 1 if i == 0 else 0
+            ups.append(UpBlock(widths[self.taps[i + 1]], widths[self.taps[i]] + extra, widths[self.taps[i]]))
+        self.ups = nn.ModuleList(ups)
+        self.head = nn.Conv2d(widths[self.taps[0]], out_channels, 3, padding=1)
+
+    def forward(self, feats: list[torch.Tensor], L: torch.Tensor) -> torch.Tensor:
+        skips = [adapter(f) for adapter, f in zip(self.adapters, feats)]
+        x = self.bottom(skips[-1] + self.context(feats[-1]))
+        for block, skip in zip(self.ups, reversed(skips[:-1])):
+            if block is self.ups[-1]:
+                skip = torch.cat((skip, F.interpolate(L, size=skip.shape[-2:], mode="area")), dim=1)
+            x = block(x, skip)
+        out = self.head(x)
+        if self.out_channels != 2:
+            return out  # classification logits, (B, Q, h, w)
+        out = torch.tanh(out)
+        return F.interpolate(out, size=L.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ColorizationModel(nn.Module):
+    """Frozen encoder + trainable decoder. ``forward(L)`` returns the prediction and nothing else.
+
+    L: (B, 1, H, W) in [-1, 1]. Returns ab (B, 2, H, W) in [-1, 1] for regression,
+    or logits (B, Q, ~H/s, ~W/s) for classification (s = stride of the shallowest tap).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(L), L)

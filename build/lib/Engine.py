@@ -1,0 +1,275 @@
+"""The command line: argument parsing, device choice and dispatch to the modes. Nothing else.
+
+Modes: ``inference`` (colourise files or folders at full resolution), ``training`` (Training.fit,
+also under torchrun), ``evaluate`` (scores against the originals, next to the grey baseline, one
+table per folder), ``serve`` (the web page and HTTP API) and ``export`` (a verified .pt release
+or an ONNX graph). Heavy libraries are imported only once a mode runs, so ``--help`` and
+``--version`` answer at once. The installed ``colorize`` command is ``main``.
+
+Usage:
+    colorize photo.jpg --output photo_colour.png
+    python Engine.py --mode inference --input examples --output results
+    torchrun --standalone --nproc_per_node=2 Engine.py --mode training --data-dir photos/train --device cpu
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from References import DEVICES, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, ModelConfig, Paths, TrainConfig
+
+MODES = ("inference", "training", "evaluate", "serve", "export")
+
+
+def open_colorizer(args: argparse.Namespace, paths: Paths, device):
+    """The --checkpoint model (default: the shipped one; .onnx runs on ONNX Runtime) with --temperature."""
+    from Inference import Colorizer
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    return Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+
+
+def input_paths(args: argparse.Namespace, default: Path) -> list[Path]:
+    """The positional inputs and --input values, in order (default: ``default``)."""
+    given = list(args.inputs or []) + list(args.input or [])
+    return [Path(p) for p in given] or [default]
+
+
+def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
+    """Colourise every input (file or folder) into --output; exit status 1 if any file failed."""
+    from Inference import colorize_paths, Report
+    from LoadData import find_images
+
+    inputs = input_paths(args, paths.examples_dir)
+    out = paths.results_dir
+    single = len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_EXTENSIONS
+    colorizer = open_colorizer(args, paths, device)
+    report = Report()
+    for inp in inputs:
+        files = find_images(inp)
+        r = colorize_paths(colorizer, files, inp, out.parent if single else out, batch_size=args.batch_size or 8,
+                           side_by_side=args.side_by_side, suffix=out.suffix if single else "." + args.format,
+                           max_pixels=int(args.max_megapixels * 1e6), output_file=out if single else None)
+        report.written += r.written
+        report.failed += r.failed
+    where = report.written[0] if single and report.written else out
+    print(f"wrote {len(report.written)} image(s) to {where} with {colorizer.name}"
+          + (f"; {len(report.failed)} failed (listed above)" if report.failed else ""))
+    return 1 if report.failed else 0
+
+
+def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
+    """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid)."""
+    from Evaluate import evaluate_folder, format_table, write_reports
+    from LoadData import find_images
+    from Metrics import summarise
+
+    colorizer = open_colorizer(args, paths, device)
+    folders = input_paths(args, paths.examples_dir)
+    out_root = Path(args.output) if args.output else paths.results_dir / "evaluation"
+    failures = 0
+    for folder in folders:
+        rows, grid, failed = evaluate_folder(colorizer, find_images(folder), args.batch_size or 8,
+                                             grid_height=160 if args.output else 0,
+                                             max_pixels=int(args.max_megapixels * 1e6))
+        failures += len(failed)
+        if not rows:
+            raise ValueError(f"{folder}: no image could be read")
+        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(summarise(rows))}")
+        out_dir = out_root / folder.name if len(folders) > 1 else out_root
+        print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid).values()))
+    if failures:
+        print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def run_serve(args: argparse.Namespace, paths: Paths, device) -> int:
+    """Serve the web page and HTTP API under waitress until interrupted; a busy port fails before loading."""
+    from WebApp import check_port, serve
+
+    check_port(args.host, args.port)
+    limit = args.max_megapixels if args.max_megapixels_given else LIMITS["web_megapixels"]
+    serve(open_colorizer(args, paths, device), args.host, args.port, args.threads, max_megapixels=limit,
+          max_concurrent=args.max_concurrent)
+    return 0
+
+
+def run_export(args: argparse.Namespace, paths: Paths) -> int:
+    """--checkpoint (a training checkpoint or release) -> --output: a verified .pt release, or .onnx."""
+    from Export import describe, export_onnx, export_release
+
+    if not args.output:
+        raise ValueError("--mode export needs --output, e.g. weights/colorizer.onnx or weights/colorizer.pt")
+    source = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    out = Path(args.output)
+    if out.suffix not in (".onnx", ".pt"):
+        raise ValueError(f"--output {out}: name a .onnx (ONNX graph) or .pt (release checkpoint) file")
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--output {out} is the --checkpoint itself; write the export elsewhere")
+    report = (export_onnx if out.suffix == ".onnx" else export_release)(source, out)
+    print(f"wrote {out} from {source}: {describe(report)}")
+    return 0
+
+
+def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig) -> int:
+    """Training.fit in this process, or in each process torchrun started (the group is always left on exit)."""
+    import Distributed
+    from Training import fit
+
+    with Distributed.process_group(args.device) as dist:
+        return fit(paths, cfg, tcfg, dist, run_name=args.run_name, resume=Path(args.resume) if args.resume else None)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" except where the help text already explains an unset default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    m, t, p = ModelConfig(), TrainConfig(), Paths()
+    ap = argparse.ArgumentParser(
+        prog="colorize", formatter_class=_HelpFormatter,
+        description="Automatic image colourizer: a frozen ImageNet VGG16 encoder and a trained decoder predict "
+                    "the Lab colour (ab) of a black-and-white photo, laid over its own full-resolution lightness. "
+                    "'colorize photo.jpg' colourises a file; see --mode for training, evaluation, the web app and "
+                    "export. The same command is 'python Engine.py'.")
+    ap.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (same as --input)")
+    ap.add_argument("--version", action="version", version=f"colorize {VERSION}")
+    ap.add_argument("--mode", choices=MODES, default="inference",
+                    help="inference: colourise the inputs; training: train on --data-dir; evaluate: score the "
+                         "model and the grey baseline on folders of colour photos; serve: web page and HTTP API; "
+                         "export: write --checkpoint as a verified .pt release or an .onnx graph (--output)")
+    ap.add_argument("--device", choices=DEVICES, default="auto",
+                    help="auto = CUDA when available, else CPU; under torchrun each process uses cuda:LOCAL_RANK")
+    ap.add_argument("--checkpoint", default=None,
+                    help="model file: a .pt checkpoint or an .onnx export (run on ONNX Runtime) (default: "
+                         "weights/colorizer.pt, the shipped model)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help=f"images per forward pass; in training, per process: the global batch is batch size x "
+                         f"processes (default: {t.batch_size} for training, 8 otherwise)")
+    ap.add_argument("--max-megapixels", type=float, default=LIMITS["cli_megapixels"],
+                    help=f"refuse images larger than this, checked from the file header before decoding (serve: "
+                         f"default {LIMITS['web_megapixels']:g})")
+    g = ap.add_argument_group("inference and evaluate")
+    g.add_argument("--input", nargs="+", default=None,
+                   help="image files or folders (searched recursively); evaluate takes several folders and prints "
+                        "one table each (default: examples/)")
+    g.add_argument("--output", default=None,
+                   help=f"output folder, created; with one input file it may name the output file (e.g. out.png) "
+                        f"(default: {p.results_dir}/; evaluate writes CSV/JSON to {p.results_dir}/evaluation/, "
+                        "plus a grid PNG only when --output is given)")
+    g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output file format in folder mode")
+    g.add_argument("--side-by-side", action="store_true",
+                   help="also write <stem>_compare.png: grey | colourised | original (if in colour)")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="annealed-mean temperature for classification models (lower = more vivid) "
+                        f"(default: the checkpoint's, {m.temperature} when trained here)")
+    g = ap.add_argument_group("serve")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port")
+    g.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
+                   help="images decoded and colourised at once; bounds the server's memory (others wait)")
+    g = ap.add_argument_group("training (batch size and learning rate: the global batch is --batch-size x the "
+                              "number of processes; the learning rate is not scaled for you, and with N "
+                              "processes the linear-scaling rule suggests --lr x N)")
+    g.add_argument("--data-dir", default=str(p.data_dir), help="folder of colour photos to train on")
+    g.add_argument("--val-dir", default=None, help="validation photos (default: a seeded 10%% of --data-dir)")
+    g.add_argument("--runs-dir", default=str(p.runs_dir), help="where run folders are created")
+    g.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
+    g.add_argument("--resume", default=None, help="continue from a run folder or its last.pt (mid-epoch too)")
+    g.add_argument("--backbone-weights", default=p.backbone_weights,
+                   help="VGG16 weights file (torchvision layout); unset = torchvision's IMAGENET1K_V1 "
+                        "(cached or downloaded); 'none' = random (tests only)")
+    g.add_argument("--image-size", type=int, default=m.image_size, help="working resolution (square side)")
+    g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see README)")
+    g.add_argument("--rebalance", type=float, default=t.rebalance,
+                   help="classification: class-rebalancing lambda, 0.5 = Zhang et al., 1 = none")
+    g.add_argument("--decoder-width", type=float, default=1.0,
+                   help="multiplier on every decoder width (1 = the shipped decoder's widths)")
+    g.add_argument("--epochs", type=int, default=t.epochs, help="total epochs (also when resuming)")
+    g.add_argument("--lr", type=float, default=t.lr, help="AdamW peak learning rate (cosine decay by epoch)")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
+    g.add_argument("--crop-scale", type=float, default=t.crop_scale[0],
+                   help="smallest random crop, as a fraction of the image area (augmentation)")
+    g.add_argument("--seed", type=int, default=t.seed, help="random seed (data order and augmentation)")
+    g.add_argument("--workers", type=int, default=t.workers, help="data-loading processes (per training process)")
+    g.add_argument("--max-train-images", type=int, default=t.max_train_images, help="cap on training images, 0 = all")
+    g.add_argument("--samples", type=int, default=t.samples, help="validation images in each epoch's sample grid")
+    g.add_argument("--save-every-steps", type=int, default=t.save_every_steps,
+                   help="also write last.pt every K optimizer steps, so a kill loses at most K (0 = epoch ends only)")
+    g.add_argument("--max-steps", type=int, default=t.max_steps, help="stop after this many optimizer steps, 0 = no cap")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU)")
+    return ap
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, TrainConfig]:
+    """The References defaults with the command line's overrides applied."""
+    paths = dataclasses.replace(
+        Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
+        runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
+        backbone_weights=args.backbone_weights)
+    m = ModelConfig()
+    cfg = dataclasses.replace(m, image_size=args.image_size, loss=args.loss,
+                              widths=tuple((k, round(w * args.decoder_width)) for k, w in m.widths),
+                              global_width=round(m.global_width * args.decoder_width))
+    tcfg = dataclasses.replace(
+        TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
+        samples=args.samples, rebalance=args.rebalance, crop_scale=(args.crop_scale, 1.0),
+        save_every_steps=args.save_every_steps, max_steps=args.max_steps, compile=args.compile)
+    return paths, cfg, tcfg
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """A usage error in words, or None."""
+    if args.image_size < 32 or args.image_size % 16:
+        return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
+    if not args.max_megapixels > 0:
+        return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
+    if args.batch_size is not None and args.batch_size < 1:
+        return f"--batch-size must be at least 1 (got {args.batch_size})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv), pick the device once, run the mode. Returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.max_megapixels_given = any(a.startswith("--max-megapixels") for a in argv)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from EncoderLayers import BackboneUnavailableError  # imports torch: only once a mode runs
+    from LoadData import ImageReadError, set_pixel_limit
+
+    try:
+        paths, cfg, tcfg = configs_from_args(args)
+        set_pixel_limit(args.max_megapixels if args.mode != "serve" or args.max_megapixels_given
+                        else LIMITS["web_megapixels"])
+        if args.mode == "training":
+            return run_training(args, paths, cfg, tcfg)
+        if args.mode == "export":
+            return run_export(args, paths)
+        from Distributed import resolve_device
+
+        device = resolve_device(args.device)
+        return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths, device)
+    # User errors get one line; anything else (out of memory, a shape mismatch: bugs) keeps its traceback.
+    except (OSError, ValueError, BackboneUnavailableError, ImageReadError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

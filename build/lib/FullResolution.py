@@ -1,0 +1,218 @@
+"""The full-resolution path, in strips: cost proportional to the pixels, memory bounded whatever the size.
+
+Owns everything between a decoded image (uint8 or uint16, grey or RGB) and the colourised uint8
+RGB, except the network:
+  * ``working_L``: the image as the network sees it, L (1, 1, S, S) in [-1, 1]: an antialiased
+    bilinear resize done as a horizontal pass per strip, then a vertical pass on the narrow result
+    (the same filter as ``LoadData.resize_to_square``, without a full-size float copy);
+  * ``recombine_image``: low-resolution ab laid over the image's own full-resolution L, strip by
+    strip: bilinear upsampling (PyTorch's align_corners=False formula), the gamut fit, sRGB.
+Only the uint8 input, the uint8 output and O(``STRIP_PIXELS``) float32 buffers are ever held.
+
+The gamut fit keeps L and hue and shrinks chroma by a 12-step bisection on the scale, as
+LoadData.fit_to_gamut does, but in linear RGB (the sRGB curve is monotone, so the test needs no
+gamma) and only over the pixels of a strip that are out of gamut. Linear -> sRGB uint8 uses a
+65536-entry table (within 0.05 of a grey level of the exact curve before rounding).
+
+Usage:
+    L = working_L(img, 128)                     # img: (H, W) or (H, W, 3), uint8/uint16
+    out = recombine_image(img, ab_small)        # ab_small: (2, h, w) float32 in [-1, 1] -> (H, W, 3) uint8
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from LoadData import normalize_lab, rgb_to_lab, to_float
+from References import LAB
+
+STRIP_PIXELS = 1 << 20  # pixels per strip: about 60 MB of float32 buffers at most
+GAMUT_STEPS = 12
+GAMUT_TOL = 1e-4  # in sRGB units, as LoadData.fit_to_gamut
+
+_M = np.array(LAB.xyz_from_rgb, dtype=np.float64)
+_M_INV = np.linalg.inv(_M).astype(np.float32)
+_Y_WEIGHTS = _M[1].astype(np.float32)  # relative luminance of linear R, G, B (sums to 1)
+_WHITE = np.array(LAB.white, dtype=np.float32)
+# the in-gamut test in linear RGB, equivalent to sRGB in [-tol, 1 + tol]
+_LIN_LO = np.float32(-GAMUT_TOL / 12.92)
+_LIN_HI = np.float32(((1 + GAMUT_TOL + 0.055) / 1.055) ** 2.4)
+
+
+def strips(height: int, width: int, pixels: int = STRIP_PIXELS) -> Iterator[tuple[int, int]]:
+    """Row ranges [r0, r1) of about ``pixels`` pixels each covering ``height`` rows."""
+    rows = max(1, pixels // max(width, 1))
+    for r0 in range(0, height, rows):
+        yield r0, min(height, r0 + rows)
+
+
+@functools.cache
+def _to_linear_lut(levels: int) -> np.ndarray:
+    v = np.arange(levels, dtype=np.float64) / (levels - 1)
+    return np.where(v > LAB.srgb_threshold, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
+
+
+@functools.cache
+def _to_srgb8_lut() -> np.ndarray:
+    lin = np.arange(65536, dtype=np.float64) / 65535
+    srgb = np.where(lin > LAB.linear_threshold, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
+    return np.floor(np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _fy(Y: np.ndarray) -> np.ndarray:
+    """Lab's f(Y) of relative luminance Y in [0, 1] (L = 116 f - 16), float32."""
+    return np.where(Y > np.float32(LAB.xyz_epsilon), np.cbrt(np.maximum(Y, np.float32(1e-12))),
+                    np.float32(LAB.xyz_kappa) * Y + np.float32(16.0 / 116.0)).astype(np.float32)
+
+
+@functools.cache
+def _grey_luts(levels: int) -> tuple[np.ndarray, np.ndarray]:
+    Y = _to_linear_lut(levels)  # a grey pixel's R = G = B, and the Y weights sum to 1
+    return _fy(Y), Y
+
+
+def image_fy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(f(Y), Y) of uint8/uint16 pixels (rows, W[, 3]): float32 (rows, W) each. Grey images use tables only."""
+    levels = 65536 if img.dtype == np.uint16 else 256
+    if img.ndim == 2:
+        fy_lut, y_lut = _grey_luts(levels)
+        return fy_lut[img], y_lut[img]
+    lut = _to_linear_lut(levels)
+    Y = lut[img[..., 0]] * _Y_WEIGHTS[0] + lut[img[..., 1]] * _Y_WEIGHTS[1] + lut[img[..., 2]] * _Y_WEIGHTS[2]
+    return _fy(Y), Y
+
+
+def _f_inv(t: np.ndarray) -> np.ndarray:
+    return np.where(t > np.float32(LAB.lab_f_threshold), t * t * t,
+                    (t - np.float32(16.0 / 116.0)) * np.float32(1.0 / LAB.xyz_kappa))
+
+
+def _to_linear(fy: np.ndarray, y_terms: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Lab as (f(Y), Y's share of each linear channel (3, N), a, b) -> linear RGB (3, N) float32, unclipped."""
+    X = _f_inv(fy + a * np.float32(1 / 500.0)) * _WHITE[0]
+    Z = _f_inv(np.maximum(fy - b * np.float32(1 / 200.0), np.float32(0.0))) * _WHITE[2]
+    lin = np.empty((3,) + fy.shape, np.float32)
+    for i in range(3):
+        lin[i] = _M_INV[i, 0] * X + _M_INV[i, 2] * Z + y_terms[i]
+    return lin
+
+
+def _in_gamut(lin: np.ndarray) -> np.ndarray:
+    return ((lin >= _LIN_LO) & (lin <= _LIN_HI)).all(axis=0)
+
+
+def fit_gamut(fy: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Linear RGB (3, N) of Lab pixels given as f(Y), Y, a, b (N,), with chroma shrunk just enough to be
+    displayable (12-step bisection on the chroma scale, only over the pixels that need it); L and hue kept."""
+    y_terms = _M_INV[:, 1:2] * Y[None]
+    lin = _to_linear(fy, y_terms, a, b)
+    bad = np.flatnonzero(~_in_gamut(lin))
+    if bad.size:
+        fy, y_terms, a, b = fy[bad], y_terms[:, bad], a[bad], b[bad]
+        lo = np.zeros(bad.size, np.float32)
+        hi = np.ones(bad.size, np.float32)
+        for _ in range(GAMUT_STEPS):
+            mid = (lo + hi) * np.float32(0.5)
+            ok = _in_gamut(_to_linear(fy, y_terms, a * mid, b * mid))
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
+        lin[:, bad] = _to_linear(fy, y_terms, a * lo, b * lo)
+    return lin
+
+
+def linear_to_srgb8(lin: np.ndarray) -> np.ndarray:
+    """Linear RGB (3, N) -> sRGB uint8 (N, 3), clipped (values are in gamut to within GAMUT_TOL)."""
+    idx = (np.clip(lin, 0.0, 1.0) * np.float32(65535.0) + np.float32(0.5)).astype(np.uint16)
+    return _to_srgb8_lut()[idx.T]
+
+
+def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's bilinear sampling along one axis (align_corners=False): (i0, i1, weight of i1)."""
+    scale = np.float32(n_in / n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + 0.5) - 0.5, 0.0)
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def threads() -> int:
+    """Strips processed at once: one per core torch uses (numpy releases the GIL in its loops)."""
+    return max(1, torch.get_num_threads())
+
+
+def recombine(fy_of: Callable[[int, int], tuple[np.ndarray, np.ndarray]], height: int, width: int,
+              ab_small: np.ndarray | None, out: np.ndarray | None = None, bgr: bool = False) -> np.ndarray:
+    """Full-resolution lightness, given strip by strip by ``fy_of(r0, r1)`` -> (f(Y), Y), each (rows, W)
+    float32, plus low-resolution ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3) with that L.
+
+    ``out`` may be a preallocated (H, W, 3) uint8 array to fill; ``bgr`` writes OpenCV's channel order.
+    """
+    out = np.empty((height, width, 3), np.uint8) if out is None else out
+    if ab_small is not None:
+        ab_small = np.asarray(ab_small, np.float32) * np.float32(LAB.ab_scale)
+        x0, x1, wx = _axis_weights(ab_small.shape[2], width)
+        y0, y1, wy = _axis_weights(ab_small.shape[1], height)
+
+    def strip(rows: tuple[int, int]) -> None:
+        r0, r1 = rows
+        fy, Y = (v.reshape(-1) for v in fy_of(r0, r1))
+        if ab_small is None:
+            a = b = np.zeros_like(fy)
+        else:
+            top, bot = ab_small[:, y0[r0:r1]], ab_small[:, y1[r0:r1]]
+            small = top + (bot - top) * wy[r0:r1, None]  # (2, rows, w_small)
+            left = small[:, :, x0]
+            ab = left + (small[:, :, x1] - left) * wx  # (2, rows, W)
+            a, b = ab[0].reshape(-1), ab[1].reshape(-1)
+        lin = fit_gamut(fy, Y, a, b)
+        out[r0:r1] = linear_to_srgb8(lin[::-1] if bgr else lin).reshape(r1 - r0, width, 3)
+
+    # Strips of STRIP_PIXELS / threads pixels, so the float buffers stay O(STRIP_PIXELS) in all.
+    n = threads()
+    parts = list(strips(height, width, max(1, STRIP_PIXELS // n)))
+    if n == 1 or len(parts) == 1:
+        for rows in parts:
+            strip(rows)
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(strip, parts))
+    return out
+
+
+def recombine_image(img: np.ndarray, ab_small: np.ndarray | None, out: np.ndarray | None = None,
+                    bgr: bool = False) -> np.ndarray:
+    """An image's own L (uint8/uint16, (H, W) or (H, W, 3)) plus ab (2, h, w) in [-1, 1] -> uint8 RGB (H, W, 3)
+    (BGR with ``bgr``)."""
+    return recombine(lambda r0, r1: image_fy(img[r0:r1]), img.shape[0], img.shape[1], ab_small, out, bgr)
+
+
+def recombine_L(L: np.ndarray, ab_small: np.ndarray | None) -> np.ndarray:
+    """Lab L (H, W) float in [0, 100] plus ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3)."""
+    def fy_of(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        fy = (np.asarray(L[r0:r1], np.float32) + np.float32(16.0)) / np.float32(116.0)
+        return fy, _f_inv(fy)
+    return recombine(fy_of, L.shape[0], L.shape[1], ab_small)
+
+
+def working_L(img: np.ndarray, size: int) -> torch.Tensor:
+    """The network's view of an image: L (1, 1, size, size) in [-1, 1] (whole image, aspect not kept).
+
+    Antialiased bilinear RGB resize (as LoadData.resize_to_square), separably: each strip is resized
+    horizontally to ``size`` columns, then the (H, size) result vertically; then Lab.
+    """
+    h, w = img.shape[:2]
+    narrow = []
+    for r0, r1 in strips(h, w, STRIP_PIXELS // 4):
+        part = torch.from_numpy(to_float(img[r0:r1]))
+        part = part[None, None] if part.dim() == 2 else part.permute(2, 0, 1)[None]
+        narrow.append(F.interpolate(part, size=(r1 - r0, size), mode="bilinear", antialias=True, align_corners=False))
+    x = F.interpolate(torch.cat(narrow, dim=2), size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False).clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return normalize_lab(rgb_to_lab(x))[0]

@@ -1,0 +1,293 @@
+"""Colourising images at their original resolution, from a .pt checkpoint or an ONNX export.
+
+Owns the one path from pixels to pixels, shared by evaluation, the web app and the command line:
+  decoded image (uint8/uint16) -> ``FullResolution.working_L`` (L at the working size) ->
+  the model (torch, or ONNX Runtime for .onnx) -> ab in [-1, 1] at low resolution ->
+  ``FullResolution.recombine_image`` (ab upsampled onto the image's own L in strips, chroma
+  fitted into the sRGB gamut, L kept exactly) -> uint8 RGB.
+Also owns colourising files and folders (bounded memory: images are decoded a few at a time,
+up to a pixel budget), output naming, and atomic image writing.
+
+Usage:
+    colorizer = Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu"))
+    report = colorize_paths(colorizer, find_images("old_photos/"), Path("old_photos"), Path("results"))
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from FullResolution import recombine_image, working_L
+from LoadData import ImageReadError, as_rgb, load_image, rgb_to_lab, to_float, to_tensor
+from ModelIO import atomic_write, autocast, decode_prediction, load_checkpoint
+from References import ModelConfig
+
+BATCH_PIXELS = 24_000_000  # decoded pixels held at once in folder mode (beside one output)
+
+
+def onnx_predictor(path: Path, device: torch.device,
+                   temperature: float | None) -> tuple[Callable[[torch.Tensor, float | None], torch.Tensor], ModelConfig]:
+    """An ONNX Runtime session for an ``Export.export_onnx`` file: (predict(L, temperature) -> ab, its config).
+
+    The annealed-mean temperature is part of the graph: asking for another one is an error.
+    """
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # ONNX Runtime raises its own exception types for unreadable files
+        raise ValueError(f"{path}: not a readable ONNX model ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if "image_size" not in meta:
+        raise ValueError(f"{path}: not an ONNX export of this colourizer (no image_size metadata)")
+    cfg = ModelConfig(image_size=int(meta["image_size"]), loss=meta.get("loss", "classification"),
+                      temperature=float(meta.get("temperature", ModelConfig().temperature)))
+
+    def check(t: float | None) -> None:
+        if t is not None and abs(t - cfg.temperature) > 1e-9:
+            raise ValueError(f"{path.name}: the temperature is fixed at {cfg.temperature:g} in an ONNX export; "
+                             "export again from the .pt checkpoint to change it")
+
+    def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
+        check(t)
+        return torch.from_numpy(session.run(["ab"], {"L": L.cpu().numpy()})[0])
+    check(temperature)
+    return predict, cfg
+
+
+@dataclass
+class Colorizer:
+    """A loaded model ready to colourise: its prediction function, config and device."""
+
+    predict: Callable[[torch.Tensor, float | None], torch.Tensor]
+    cfg: ModelConfig
+    device: torch.device
+    name: str = "model"
+    model: torch.nn.Module | None = None  # the torch model (None for ONNX)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device, temperature: float | None = None) -> "Colorizer":
+        """Open a .pt checkpoint (torch) or an .onnx export (ONNX Runtime); ``temperature`` is the default for calls."""
+        path = Path(path)
+        if path.suffix.lower() == ".onnx":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: model not found")
+            predict, cfg = onnx_predictor(path, device, temperature)
+            model = None
+        else:
+            model, ckpt = load_checkpoint(path, device)
+            cfg = ckpt["model_config"]
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            bins = ckpt["extras"].get("ab_bins")
+            bins = None if bins is None else bins.to(device)
+
+            @torch.inference_mode()
+            def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
+                L = L.to(device)
+                if device.type == "cuda":
+                    L = L.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    pred = model(L)
+                return decode_prediction(pred, cfg, bins, t).cpu()
+
+        def with_default(L: torch.Tensor, t: float | None = None) -> torch.Tensor:
+            return predict(L, temperature if t is None else t)
+        return cls(with_default, cfg, device, path.name, model)
+
+    def predict_ab(self, L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1], on the CPU."""
+        return self.predict(L, temperature)
+
+    def ab_for(self, images: list[np.ndarray], temperature: float | None = None) -> torch.Tensor:
+        """Decoded images (uint8/uint16, any sizes) -> their ab (B, 2, h, w) in [-1, 1], one forward pass."""
+        return self.predict_ab(torch.cat([working_L(im, self.cfg.image_size) for im in images]), temperature)
+
+    def colorize(self, images: list[np.ndarray], temperature: float | None = None) -> list[np.ndarray]:
+        """Images (H_i, W_i[, 3]) as uint8/uint16 pixels, or float in [0, 1] -> colourised uint8 RGB (H_i, W_i, 3).
+
+        Colour inputs are reduced to their lightness. All images share one forward pass at the
+        working size; recombination runs in strips, so memory grows only with the outputs.
+        """
+        images = [as_pixels(im) for im in images]
+        ab = self.ab_for(images, temperature)
+        return [recombine_image(im, ab_i.numpy()) for im, ab_i in zip(images, ab)]
+
+
+def as_pixels(img: np.ndarray) -> np.ndarray:
+    """uint8/uint16 pixels as they are; float images in [0, 1] as uint16 (keeps their precision)."""
+    if img.dtype in (np.uint8, np.uint16):
+        return img
+    return (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Decoded pixels (uint8/uint16, grey or RGB) as uint8 RGB (H, W, 3)."""
+    img = as_rgb(img)
+    return img if img.dtype == np.uint8 else (img.astype(np.float32) * (255 / 65535) + 0.5).astype(np.uint8)
+
+
+def is_colour(img: np.ndarray, threshold: float = 3.0) -> bool:
+    """True when decoded pixels have real colour (mean Lab chroma above ``threshold``)."""
+    if img.ndim == 2:
+        return False
+    lab = rgb_to_lab(to_tensor(to_float(img[::4, ::4])))
+    return float(lab[1:].pow(2).sum(0).sqrt().mean()) > threshold
+
+
+def grey_of(img: np.ndarray) -> np.ndarray:
+    """The Lab-L greyscale version of decoded pixels, as uint8 RGB (a = b = 0)."""
+    return recombine_image(as_pixels(img), None)
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
+    return (rgb.permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+
+
+def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Side by side on white, each uint8 (H, W_i, 3) scaled to the tallest height."""
+    h = max(im.shape[0] for im in images)
+    parts = []
+    for im in images:
+        if im.shape[0] != h:
+            im = cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h), interpolation=cv2.INTER_AREA)
+        parts += [im, np.full((h, gap, 3), 255, np.uint8)]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+def vstack(rows: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Rows (H_i, W_i, 3) uint8 stacked on white, left-aligned."""
+    w = max(r.shape[1] for r in rows)
+    parts = []
+    for r in rows:
+        pad = np.full((r.shape[0], w - r.shape[1], 3), 255, np.uint8)
+        parts += [np.concatenate((r, pad), axis=1), np.full((gap, w, 3), 255, np.uint8)]
+    return np.concatenate(parts[:-1], axis=0)
+
+
+def _encode_params(suffix: str, quality: int) -> list[int]:
+    return [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
+
+
+def encode_image(rgb: np.ndarray, suffix: str, quality: int = 95) -> bytes:
+    """Encode uint8 RGB (H, W, 3) as the format of ``suffix`` (.png, .jpg, .webp); ValueError if it cannot."""
+    ok, buf = cv2.imencode(suffix.lower(), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _encode_params(suffix, quality))
+    if not ok:
+        raise ValueError(f"could not encode image as {suffix}")
+    return buf.tobytes()
+
+
+def write_image(path: Path, image: np.ndarray, quality: int = 95, bgr: bool = False) -> None:
+    """Write uint8 RGB (H, W, 3) (or BGR, OpenCV's order, with ``bgr``: no copy) atomically, streamed to
+    disk by OpenCV; format from the suffix."""
+    bgr = image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+    def write(tmp: str) -> None:
+        if not cv2.imwrite(tmp, bgr, _encode_params(path.suffix, quality)):
+            raise ValueError(f"could not encode image as {path.suffix}")
+    atomic_write(path, write, keep_suffix=True)
+
+
+def load_batches(files: list[Path], batch_size: int, max_pixels: int | None = None,
+                 pixel_budget: int = BATCH_PIXELS) -> Iterator[tuple[list[tuple[Path, np.ndarray]], list[tuple[Path, str]]]]:
+    """Decode ``files`` a few at a time: yields (readable (file, pixels), unreadable (file, reason)).
+
+    A batch holds at most ``batch_size`` files and, beyond its first, ``pixel_budget`` pixels, so a
+    folder of scans never sits in memory at once. Each unreadable file is reported once, here, on one
+    line naming it, and the run carries on.
+    """
+    loaded, failed, pixels = [], [], 0
+    for f in files:
+        try:
+            img = load_image(f, max_pixels=max_pixels)
+        except ImageReadError as e:
+            failed.append((f, str(e)))
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            continue
+        if loaded and (len(loaded) >= batch_size or pixels + img.shape[0] * img.shape[1] > pixel_budget):
+            yield loaded, failed
+            loaded, failed, pixels = [], [], 0
+        loaded.append((f, img))
+        pixels += img.shape[0] * img.shape[1]
+    if loaded or failed:
+        yield loaded, failed
+
+
+@dataclass
+class Report:
+    """Outcome of a folder run: written outputs and (file, reason) failures."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def plan_outputs(files: list[Path], input_root: Path, output_dir: Path, suffix: str = ".png") -> list[Path]:
+    """One output path per input: same sub-folder and stem, new suffix; never an input's own path,
+    never the same output for two inputs (``a.jpg`` and ``a.png`` -> ``a.png`` and ``a_png.png``)."""
+    inputs = {f.resolve() for f in files}
+    root = input_root if input_root.is_dir() else input_root.parent
+    taken: set[Path] = set()
+    outs = []
+    for f in files:
+        rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
+        out = output_dir / rel.parent / (rel.stem + suffix)
+        if out.resolve() in inputs or out.resolve() in taken:
+            out = output_dir / rel.parent / f"{rel.stem}_{f.suffix.lstrip('.').lower()}{suffix}"
+        if out.resolve() in inputs or out.resolve() in taken:
+            out = output_dir / rel.parent / f"{rel.stem}_colorized{suffix}"
+        taken.add(out.resolve())
+        outs.append(out)
+    return outs
+
+
+def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
+                   batch_size: int = 8, side_by_side: bool = False, suffix: str = ".png", progress: bool = True,
+                   max_pixels: int | None = None, output_file: Path | None = None) -> Report:
+    """Colourise files into ``output_dir`` (same stems), or one file into ``output_file``.
+
+    Unreadable files are reported (one line each, naming the file) and skipped; the rest are
+    still written. With ``side_by_side``, also writes ``<stem>_compare.png``: grey | colourised
+    | original (the original only when it is in colour).
+    """
+    report = Report()
+    if output_file is not None:
+        if len(files) != 1:
+            raise ValueError(f"--output {output_file} names a file, but there are {len(files)} inputs")
+        if output_file.resolve() == files[0].resolve():
+            raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
+        outs = {files[0]: output_file}
+    else:
+        outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
+    bar = tqdm(total=len(files), desc="colourising", unit="img", disable=not progress)
+    for batch, failed in load_batches(files, batch_size, max_pixels):
+        report.failed += failed
+        bar.update(len(failed))
+        if not batch:
+            continue
+        ab = colorizer.ab_for([img for _, img in batch])
+        for i, (f, img) in enumerate(batch):
+            out, result = outs[f], recombine_image(img, ab[i].numpy(), bgr=True)  # BGR: written without a copy
+            try:
+                write_image(out, result, bgr=True)
+                if side_by_side:
+                    panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
+                    write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
+                report.written.append(out)
+            except (OSError, ValueError) as e:
+                report.failed.append((f, f"{out}: cannot write ({e})"))
+                tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)
+            batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
+            bar.update(1)
+    bar.close()
+    return report

@@ -1,0 +1,362 @@
+"""Images in, Lab tensors out: decoding, colour conversion and the training dataset.
+
+Owns every step between a file on disk and the network's input/target:
+  * ``load_image``: any supported file -> compact pixels (uint8/uint16, grey or RGB), with the
+    user's pixel limit checked from the header (EXIF orientation applied, alpha composited onto
+    white, 16-bit and palette images handled); ``load_rgb``: the same as float32 RGB in [0, 1];
+  * ``rgb_to_lab`` / ``lab_to_rgb``: vectorised sRGB(D65) <-> CIE Lab in torch, matching
+    scikit-image within 1e-3;
+  * ``normalize_lab`` / ``denormalize_lab``: Lab <-> network units, L and ab in [-1, 1];
+  * ``ColorizationDataset``: a recursive image folder yielding ``{"L": (1,S,S), "ab": (2,S,S)}``.
+
+Usage:
+    ds = ColorizationDataset(find_images("photos/"), image_size=128, train=True)
+    batch = next(iter(make_loader(ds, batch_size=16, shuffle=True, workers=2)))
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
+
+from References import IMAGE_EXTENSIONS, LAB
+
+
+class ImageReadError(ValueError):
+    """A file that could not be decoded as an image; the message names the file."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """More pixels than the user's limit (--max-megapixels); raised from the header, before decoding."""
+
+    def __init__(self, label: str, megapixels: float, limit_mp: float, size: tuple[int, int] | None = None) -> None:
+        dims = f"{size[0]}x{size[1]} pixels, " if size else ""
+        super().__init__(f"{label}: image too large ({dims}{megapixels:.1f} MP; the limit is {limit_mp:g} MP, "
+                         "raise it with --max-megapixels)")
+        self.megapixels, self.limit_mp = megapixels, limit_mp
+
+
+class UnsupportedImageError(ImageReadError):
+    """A real image, but in a format this tool does not accept."""
+
+
+_limit = {"pixels": 200_000_000}
+
+
+def set_pixel_limit(megapixels: float) -> None:
+    """The default --max-megapixels for ``load_image``; Pillow's own bomb guard is set from it too, so that
+    ours is always the check a user meets (Pillow only warns up to twice its limit, which we ignore)."""
+    _limit["pixels"] = int(megapixels * 1e6)
+    Image.MAX_IMAGE_PIXELS = _limit["pixels"]
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted), or ``[root]`` for a single file.
+
+    Raises FileNotFoundError if ``root`` does not exist and ValueError if it holds no
+    file with a supported extension.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+               formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Decode an image file (a path, or a binary file object such as an upload) to its pixels, compactly.
+
+    Returns uint8 (H, W) for greyscale, uint16 (H, W) for 16-bit greyscale, or uint8 (H, W, 3) RGB.
+    EXIF orientation is applied and transparency composited onto white. The size is checked
+    against ``max_pixels`` (default: ``set_pixel_limit``'s) from the header, before decoding.
+    ``formats`` optionally restricts Pillow's format names (e.g. ("PNG", "JPEG")). Raises
+    ImageReadError (or ImageTooLargeError, UnsupportedImageError) with a message that starts
+    with ``name`` (default: the path).
+    """
+    label = name or str(path)
+    limit = _limit["pixels"] if max_pixels is None else max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # only ever raised: Pillow must not refuse what our limit allows
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
+            with Image.open(path) as im:
+                if formats is not None and im.format not in formats:
+                    raise UnsupportedImageError(f"{label}: unsupported image type {im.format}")
+                if im.width * im.height > limit:
+                    raise ImageTooLargeError(label, im.width * im.height / 1e6, limit / 1e6, im.size)
+                im = ImageOps.exif_transpose(im)
+                return _pil_to_array(im)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: it refuses in Image.open
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLargeError(label, int(found.group(1)) / 1e6 if found else float("nan"), limit / 1e6) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{label}: not a readable image (unknown or corrupt format)") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"{label}: no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{label}: cannot decode image ({e})") from None
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> uint8 (H, W) / uint16 (H, W) / uint8 (H, W, 3)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im)
+        if im.mode == "I" and arr.max() <= 255:
+            return arr.clip(0, 255).astype(np.uint8)
+        return arr.clip(0, 65535).astype(np.uint16)
+    if im.mode == "F":
+        return (np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 pixels -> float32 in [0, 1], same shape."""
+    return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
+
+
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) -> (H, W, 3), greyscale repeated into the three channels."""
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+             formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """``load_image`` as float32 RGB (H, W, 3) in [0, 1] (for training-size photos; large images should
+    stay in ``load_image``'s compact form)."""
+    return to_float(as_rgb(load_image(path, name, max_pixels, formats)))
+
+
+def _f_lab(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > LAB.xyz_epsilon, t.clamp_min(1e-12).pow(1.0 / 3.0), LAB.xyz_kappa * t + 16.0 / 116.0)
+
+
+def _f_lab_inv(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > LAB.lab_f_threshold, t.pow(3), (t - 16.0 / 116.0) / LAB.xyz_kappa)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB -> CIE Lab (D65), channels first.
+
+    rgb: (..., 3, H, W) float in [0, 1]. Returns (..., 3, H, W): L in [0, 100],
+    a and b roughly in [-110, 110].
+    """
+    rgb = rgb.float()
+    lin = torch.where(rgb > LAB.srgb_threshold, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
+    m = torch.tensor(LAB.xyz_from_rgb, dtype=lin.dtype, device=lin.device)
+    white = torch.tensor(LAB.white, dtype=lin.dtype, device=lin.device).view(3, 1, 1)
+    xyz = torch.einsum("ij,...jhw->...ihw", m, lin) / white
+    f = _f_lab(xyz)
+    fx, fy, fz = f.unbind(-3)
+    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (D65) -> sRGB, channels first, clipped to [0, 1].
+
+    lab: (..., 3, H, W) with L in [0, 100]. Returns (..., 3, H, W) float in [0, 1].
+    Out-of-gamut colours are clipped per channel; use ``fit_to_gamut`` first to
+    keep L exact.
+    """
+    return lab_to_rgb_unclipped(lab).clamp(0.0, 1.0)
+
+
+def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
+    """Like ``lab_to_rgb`` but without the final clip (values may leave [0, 1])."""
+    lab = lab.float()
+    L, a, b = lab.unbind(-3)
+    fy = (L + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = (fy - b / 200.0).clamp_min(0.0)
+    white = torch.tensor(LAB.white, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
+    xyz = _f_lab_inv(torch.stack((fx, fy, fz), dim=-3)) * white
+    m_inv = torch.linalg.inv(torch.tensor(LAB.xyz_from_rgb, dtype=torch.float64)).to(lab.dtype).to(lab.device)
+    lin = torch.einsum("ij,...jhw->...ihw", m_inv, xyz)
+    pos = lin.clamp_min(0.0)
+    return torch.where(lin > LAB.linear_threshold, 1.055 * pos.pow(1.0 / 2.4) - 0.055, 12.92 * lin)
+
+
+def fit_to_gamut(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
+    """Shrink each pixel's chroma just enough that it is a valid sRGB colour.
+
+    lab: (..., 3, H, W). L and hue are kept; only |ab| is scaled down (bisection on
+    the scale, only over pixels that are out of gamut). Clipping RGB instead would
+    shift L, and the brightness of a photo is the one thing we must not change.
+    """
+    tol = 1e-4
+    rgb = lab_to_rgb_unclipped(lab)
+    bad = ((rgb < -tol) | (rgb > 1 + tol)).any(dim=-3)  # (..., H, W)
+    if not bad.any():
+        return lab
+    flat = lab.movedim(-3, -1)[bad]  # (N, 3)
+    lo = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    hi = torch.ones_like(lo)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        trial = torch.cat((flat[:, :1], flat[:, 1:] * mid[:, None]), dim=1)
+        rgb_t = lab_to_rgb_unclipped(trial.T[:, :, None]).squeeze(-1).T
+        ok = ((rgb_t >= -tol) & (rgb_t <= 1 + tol)).all(dim=1)
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    out = lab.movedim(-3, -1).clone()
+    out[bad] = torch.cat((flat[:, :1], flat[:, 1:] * lo[:, None]), dim=1)
+    return out.movedim(-1, -3)
+
+
+def normalize_lab(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lab (..., 3, H, W) -> (L, ab) in network units: (..., 1, H, W) and (..., 2, H, W), both in [-1, 1]."""
+    L = (lab[..., :1, :, :] - LAB.l_center) / LAB.l_scale
+    ab = (lab[..., 1:, :, :] / LAB.ab_scale).clamp(-1.0, 1.0)
+    return L, ab
+
+
+def denormalize_lab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``normalize_lab``: L (..., 1, H, W) and ab (..., 2, H, W) in [-1, 1] -> Lab (..., 3, H, W)."""
+    return torch.cat((L * LAB.l_scale + LAB.l_center, ab * LAB.ab_scale), dim=-3)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array in [0, 1] -> (3, H, W) float tensor."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+
+
+def resize_to_square(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """(..., 3, H, W) -> (..., 3, size, size), antialiased bilinear, whole image (aspect not kept).
+
+    This is the one resize that validation, evaluation and inference share, so the
+    network always sees whole images exactly the same way.
+    """
+    squeeze = rgb.dim() == 3
+    x = rgb[None] if squeeze else rgb
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x[0] if squeeze else x
+
+
+class ColorizationDataset(Dataset):
+    """A list of image files as (L, ab) pairs at a fixed square size.
+
+    Each item is ``{"L": (1,S,S), "ab": (2,S,S), "index": int}`` with both in [-1, 1],
+    or ``None`` for an unreadable file (a warning names it; ``collate_skip`` counts it).
+    Training: RandomResizedCrop + horizontal flip, drawn from a generator seeded by
+    (``seed``, ``epoch``, index), so an item is the same whichever process, worker or
+    resumed run loads it. Set ``epoch`` before each epoch. Validation: the whole image resized.
+    """
+
+    def __init__(self, files: list[Path], image_size: int, train: bool,
+                 crop_scale: tuple[float, float] = (0.5, 1.0), seed: int = 0) -> None:
+        if not files:
+            raise ValueError("ColorizationDataset: no image files given")
+        self.files = list(files)
+        self.image_size = image_size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.augment = v2.Compose([
+            v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict | None:
+        path = self.files[index]
+        try:
+            rgb = to_tensor(load_rgb(path))
+        except ImageReadError as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            return None
+        if self.train:
+            # torchvision's transforms draw from the global RNG; fork it so the draw depends on the item only.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                rgb = self.augment(rgb).clamp(0, 1)
+        else:
+            rgb = resize_to_square(rgb, self.image_size)
+        L, ab = normalize_lab(rgb_to_lab(rgb))
+        return {"L": L, "ab": ab, "index": index}
+
+
+class EpochSampler(Sampler[int]):
+    """This process's share of one epoch: a permutation seeded by (seed, epoch), minus what is already done.
+
+    ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of the epoch's global order (the
+    samples every process together has already trained on), then deals the rest round-robin to
+    ``world_size`` processes, repeating a few from the start so every process gets as many
+    (as DistributedSampler does). The order depends only on (seed, epoch), not on the number of
+    processes, so a run saved by N processes resumes on M.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, min(max(skip, 0), self.n)
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        rest = self._order()[self.skip:]
+        if not rest:
+            return iter([])
+        pad = -len(rest) % self.world_size
+        rest += (rest * (pad // len(rest) + 1))[:pad]
+        return iter(rest[self.rank::self.world_size])
+
+    def __len__(self) -> int:
+        left = self.n - self.skip
+        return -(-left // self.world_size) if left else 0
+
+
+def collate_skip(items: list[dict | None]) -> dict:
+    """Stack the readable items of a batch; ``skipped`` counts the unreadable ones."""
+    good = [it for it in items if it is not None]
+    out: dict = {"skipped": len(items) - len(good)}
+    if good:
+        out["L"] = torch.stack([it["L"] for it in good])
+        out["ab"] = torch.stack([it["ab"] for it in good])
+        out["index"] = torch.tensor([it["index"] for it in good])
+    return out
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, workers: int,
+                pin_memory: bool = False, seed: int = 0, sampler: Sampler | None = None,
+                persistent: bool = True) -> DataLoader:
+    """A DataLoader with ``collate_skip``; seeded so that shuffles are repeatable.
+
+    ``sampler`` (e.g. an EpochSampler) replaces ``shuffle``.
+    """
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle if sampler is None else None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate_skip, pin_memory=pin_memory, generator=g,
+                      persistent_workers=persistent and workers > 0, drop_last=False)

@@ -1,0 +1,223 @@
+"""Model assembly and checkpoint files: building the network, reading its output, saving and loading it.
+
+Owns
+  * ``build_model``: the frozen VGG16 encoder plus a fresh decoder, from a ModelConfig;
+  * ``decode_prediction``: the model's raw output -> ab in [-1, 1] (the one decoding path that
+    training, evaluation, inference and export share);
+  * ``autocast`` / ``amp_dtype``: the one mixed-precision policy (bf16 on CUDA, fp32 on CPU);
+  * checkpoints: self-contained, written atomically, read with ``weights_only=True``, and the
+    release precision policy (``release_state_dict``) that keeps in float32 whatever float16
+    cannot hold (BatchNorm statistics of the VGG taps reach 1.6e6; float16 stops at 65504).
+
+Usage:
+    model = build_model(cfg, "vgg16_features_imagenet.pth")
+    save_checkpoint(Path("runs/x/last.pt"), model, cfg, optimizer=opt, epoch=3)
+    model, ckpt = load_checkpoint("runs/x/last.pt", torch.device("cpu"))
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import Quantization
+from DecoderLayers import ColorizationModel, Decoder
+from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
+from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
+
+FP16_MAX = float(torch.finfo(torch.float16).max)
+READABLE_FORMATS = (1, CHECKPOINT_FORMAT)  # format 1 had no "progress" (mid-epoch position)
+
+
+# ----------------------------------------------------------------------------- the model
+
+def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | None = None) -> ColorizationModel:
+    """Frozen VGG16 encoder (weights from ``backbone``, see EncoderLayers) + fresh decoder.
+
+    A classification model has ``n_bins`` outputs (default: the bins of ``cfg.ab_grid``).
+    """
+    encoder = FrozenVGG16Encoder(load_vgg16_features(backbone), cfg.taps)
+    out = 2
+    if cfg.loss == "classification":
+        out = n_bins or Quantization.num_bins(cfg.ab_grid)
+    decoder = Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out)
+    return ColorizationModel(encoder, decoder)
+
+
+def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor | None = None,
+                      temperature: float | None = None) -> torch.Tensor:
+    """Model output -> ab in network units, (B, 2, h, w) float32 in [-1, 1].
+
+    Regression output is already ab. Classification logits (B, Q, h, w) are decoded
+    with the annealed mean at ``temperature`` (default: the config's) over ``bins`` (Q, 2).
+    """
+    if cfg.loss != "classification":
+        return pred.float()
+    t = cfg.temperature if temperature is None else temperature
+    return Quantization.annealed_mean(pred.float(), bins, t)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context: bf16 (or fp16) autocast on CUDA, nothing on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=amp_dtype(device))
+
+
+# ----------------------------------------------------------------------------- files
+
+def atomic_write(path: Path, write: Callable[[str], object], keep_suffix: bool = False) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half file.
+
+    ``keep_suffix`` ends the temporary name with ``path``'s suffix (for writers that pick the
+    format from it, such as OpenCV's imwrite).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_suffix else ""),
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should look like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def to_builtin(value):
+    """Dataclass/Path/tuple values -> plain lists/str so ``weights_only=True`` can load them.
+
+    Paths inside the repository are stored relative to it, so a checkpoint names no
+    folder of the machine it was made on.
+    """
+    if isinstance(value, (str, Path)) and str(value).startswith(str(ROOT) + os.sep):
+        return str(Path(value).relative_to(ROOT))
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_builtin(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    """Rebuild a ModelConfig saved by ``save_checkpoint`` (lists back to tuples)."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    d = {k: v for k, v in d.items() if k in known}
+    d["taps"] = tuple(d["taps"])
+    d["widths"] = tuple((str(k), int(v)) for k, v in d["widths"])
+    return ModelConfig(**d)
+
+
+def release_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` for a release file: float16 where that is safe, float32 where not.
+
+    BatchNorm parameters and running statistics always stay float32 (they are tiny, and the
+    variances of the VGG taps exceed float16's range). Any other tensor that would overflow
+    float16 stays float32 too. The conv and linear weights (nearly all the bytes) become float16.
+    """
+    keep32 = {f"{name}.{key}" if name else key
+              for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for key in m.state_dict()}
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        fits = v.numel() > 0 and bool(v.abs().max() < FP16_MAX)
+        if v.is_floating_point() and k not in keep32 and fits:
+            v = v.half()
+        out[k] = v
+    return out
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating tensors (nested dicts searched) holding NaN or inf; [] if all are finite."""
+    bad = []
+    for k, v in state.items():
+        if isinstance(v, dict):
+            bad += [f"{k}.{n}" for n in nonfinite_tensors(v)]
+        elif isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad.append(k)
+    return bad
+
+
+def save_checkpoint(path: Path, model: ColorizationModel, cfg: ModelConfig, *, optimizer=None, scaler=None,
+                    epoch: int = 0, best_metric: float = float("inf"), config: dict | None = None,
+                    extras: dict | None = None, release: bool = False, trainable: nn.Module | None = None,
+                    progress: dict | None = None) -> None:
+    """Write a self-contained checkpoint atomically.
+
+    Holds encoder and decoder weights, optimizer and scaler state (None for a release
+    file), epoch, best metric, the resolved config, the format version, ``extras`` (e.g.
+    the ab bins and their prior for a classification model) and ``progress`` (position
+    inside an epoch, for mid-epoch resume). ``release`` applies ``release_state_dict``
+    (about half the size, BatchNorm kept in float32). ``trainable`` is the module whose
+    weights are stored as the decoder (default ``model.decoder``; a DDP wrapper's module).
+    """
+    decoder = trainable if trainable is not None else model.decoder
+    weights = release_state_dict if release else (lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()})
+    state = {
+        "format": CHECKPOINT_FORMAT, "version": VERSION, "model_config": to_builtin(cfg),
+        "encoder": weights(model.encoder), "decoder": weights(decoder),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "epoch": int(epoch), "best_metric": float(best_metric),
+        "config": to_builtin(config or {}), "extras": extras or {}, "progress": progress or {},
+    }
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict (``weights_only=True``); clear errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
+        raise ValueError(f"{path}: not a colorizer checkpoint of format {CHECKPOINT_FORMAT}")
+    bad = nonfinite_tensors({"encoder": ckpt["encoder"], "decoder": ckpt["decoder"]})
+    if bad:
+        raise ValueError(f"{path}: damaged checkpoint, {len(bad)} tensor(s) hold NaN or inf "
+                         f"(first: {bad[0]}); re-export it from its training checkpoint")
+    ckpt.setdefault("progress", {})
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> tuple[ColorizationModel, dict]:
+    """Load a checkpoint into a ready model on ``device``, in eval mode.
+
+    Needs no backbone file or download: the encoder weights are in the checkpoint.
+    Returns (model, the raw checkpoint dict, with "model_config" as a ModelConfig).
+    """
+    ckpt = read_checkpoint(path)
+    cfg = model_config_from_dict(ckpt["model_config"])
+    bins = ckpt.get("extras", {}).get("ab_bins")
+    model = build_model(cfg, "none", None if bins is None else len(bins))
+    model.encoder.load_state_dict({k: v.float() for k, v in ckpt["encoder"].items()})
+    model.decoder.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in ckpt["decoder"].items()})
+    ckpt["model_config"] = cfg
+    return model.to(device).eval(), ckpt

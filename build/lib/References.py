@@ -1,0 +1,136 @@
+"""Paths, configuration dataclasses and colour constants: data only, no logic.
+
+Every other module reads its defaults from here; the command line (Engine.py)
+overrides them with ``dataclasses.replace``. Nothing in this file does work at
+import time beyond defining constants.
+
+Usage:
+    from References import PATHS, ModelConfig, TrainConfig, LAB
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VERSION = "0.2.0"
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict layout changes (2: adds "progress")
+
+ROOT = Path(__file__).resolve().parent
+
+
+@functools.cache
+def asset_dir() -> Path:
+    """Where weights/, web/ and examples/ are: next to the modules in a checkout or an editable
+    install, else in ``<prefix>/share/colorizer`` where ``pip install .`` puts them."""
+    if (ROOT / "weights").is_dir():
+        return ROOT
+    for base in (sysconfig.get_path("data"), sys.prefix, sysconfig.get_path("data", f"{os.name}_user")):
+        candidate = Path(base) / "share" / "colorizer"
+        if candidate.is_dir():
+            return candidate
+    return ROOT
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things live. Relative paths are resolved against the current directory."""
+
+    data_dir: Path = Path("data/train")
+    val_dir: Path | None = None
+    runs_dir: Path = Path("runs")
+    examples_dir: Path = field(default_factory=lambda: asset_dir() / "examples")
+    results_dir: Path = Path("results")
+    default_checkpoint: Path = field(default_factory=lambda: asset_dir() / "weights" / "colorizer.pt")
+    # None: torchvision's IMAGENET1K_V1 (cache, then download); "none": random init.
+    backbone_weights: str | None = None
+
+
+@dataclass(frozen=True)
+class LabConstants:
+    """sRGB (D65) <-> CIE Lab, with the same constants as scikit-image's rgb2lab.
+
+    Network scaling: L in [0, 100] -> L / 50 - 1 in [-1, 1];
+    a, b in about [-110, 110] -> ab / 110 in [-1, 1].
+    """
+
+    l_center: float = 50.0
+    l_scale: float = 50.0
+    ab_scale: float = 110.0
+    white: tuple[float, float, float] = (0.95047, 1.0, 1.08883)
+    xyz_from_rgb: tuple[tuple[float, float, float], ...] = (
+        (0.412453, 0.357580, 0.180423),
+        (0.212671, 0.715160, 0.072169),
+        (0.019334, 0.119193, 0.950227),
+    )
+    srgb_threshold: float = 0.04045
+    linear_threshold: float = 0.0031308
+    xyz_epsilon: float = 0.008856
+    xyz_kappa: float = 7.787
+    lab_f_threshold: float = 0.2068966
+
+
+LAB = LabConstants()
+
+# torchvision's ImageNet normalisation, which both the torchvision VGG16 weights and
+# the shared weights file expect (RGB in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Output index in vgg16().features of each usable ReLU tap, and its channel count.
+VGG16_TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22, "relu5_3": 29}
+VGG16_TAP_CHANNELS = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
+VGG16_TAP_STRIDE = {"relu1_2": 1, "relu2_2": 2, "relu3_3": 4, "relu4_3": 8, "relu5_3": 16}
+
+# Pixel and concurrency limits (--max-megapixels, --max-concurrent). The web limit is lower: a
+# server takes anyone's uploads, and each 40 MP image costs about 0.5 GB while it is processed.
+LIMITS = {"cli_megapixels": 200.0, "web_megapixels": 40.0, "web_concurrent": 2, "web_upload_mb": 20.0}
+
+LOSSES = ("huber", "l1", "mse", "classification")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: working resolution, encoder taps and decoder widths."""
+
+    image_size: int = 128  # square side the network sees; 128 trains in minutes on a 2-core CPU
+    taps: tuple[str, ...] = ("relu2_2", "relu3_3", "relu4_3", "relu5_3")
+    # decoder channels at each tap's scale (tap name -> width)
+    widths: tuple[tuple[str, int], ...] = (
+        ("relu1_2", 32), ("relu2_2", 64), ("relu3_3", 128), ("relu4_3", 192), ("relu5_3", 256),
+    )
+    global_width: int = 256  # width of the global-context (fusion) vector
+    loss: str = "classification"  # won on val against huber: same PSNR, more faithful colourfulness
+    # classification head: ab grid step and annealed-mean temperature (Zhang et al. 2016)
+    ab_grid: int = 10
+    temperature: float = 0.38
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the encoder is frozen, only the decoder is trained."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 2
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop area range
+    huber_delta: float = 0.1  # in normalised ab units (0.1 = 11 ab units)
+    # classification: lambda mixing the colour prior with uniform for the class weights
+    # (0.5 = Zhang et al.; 1 = no rebalancing). 0.9 won on val: at 0.5 neutral greys are
+    # down-weighted ~12x and white objects come out as rainbows. See Quantization.class_weights.
+    rebalance: float = 0.9
+    grad_clip: float = 1.0
+    samples: int = 6  # fixed validation images in the per-epoch sample grid
+    max_train_images: int = 0  # 0 = all; a cap for quick runs
+    save_every_steps: int = 0  # also write last.pt every K optimizer steps (0 = only at epoch ends)
+    max_steps: int = 0  # stop after this many optimizer steps in all (0 = no cap)
+    compile: bool = False  # torch.compile the training forward (GPU; slow to start, faster per step)

@@ -1,0 +1,97 @@
+"""The training run folder: metrics log, loss curve, sample grids and the cached file listing.
+
+Owns what a run writes besides checkpoints, all atomically, and only on the main process
+(``RunFolder(path, write=False)`` on other ranks turns every write into a no-op):
+  * ``metrics.jsonl``: one JSON line per epoch;
+  * ``loss.png``: train and validation loss per epoch;
+  * ``samples/epoch_NNN.png``: grey | prediction | truth on fixed validation images;
+  * ``files.json``: the training and validation file lists, made once and reused on resume.
+
+Usage:
+    run = RunFolder(Path("runs/my_run"), write=dist.is_main)
+    run.append_metrics({"epoch": 0, "train_loss": 1.2, "val_loss": 1.1})
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from FullResolution import recombine_L
+from Inference import hstack, vstack, write_image
+from ModelIO import atomic_write, autocast, decode_prediction
+from References import ModelConfig
+
+
+class RunFolder:
+    """One training run's folder (created on first write)."""
+
+    def __init__(self, path: Path, write: bool = True) -> None:
+        self.path = Path(path)
+        self.write = write
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.files_path = self.path / "files.json"
+        self.log: list[dict] = []
+
+    def load_log(self) -> list[dict]:
+        """Read an existing metrics.jsonl (when resuming); returns the records."""
+        if self.metrics_path.exists():
+            self.log = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        return self.log
+
+    def append_metrics(self, record: dict) -> None:
+        """Add one epoch's record, rewrite metrics.jsonl and redraw loss.png."""
+        self.log.append(record)
+        if not self.write:
+            return
+        text = "".join(json.dumps(r) + "\n" for r in self.log)
+        atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
+        plot_curve(self.log, self.path / "loss.png")
+
+    def save_listing(self, listing: dict[str, list[str]]) -> None:
+        """Cache the file lists so a resume (or a later rank) does not list a million files again."""
+        if self.write:
+            text = json.dumps(listing)
+            atomic_write(self.files_path, lambda tmp: Path(tmp).write_text(text))
+
+    def load_listing(self) -> dict[str, list[str]] | None:
+        """The cached file lists, or None if this run has none yet."""
+        return json.loads(self.files_path.read_text()) if self.files_path.exists() else None
+
+    def save_samples(self, epoch: int, grid: np.ndarray) -> None:
+        if self.write:
+            write_image(self.path / "samples" / f"epoch_{epoch:03d}.png", grid)
+
+
+@torch.no_grad()
+def sample_grid(model: torch.nn.Module, batch: dict, cfg: ModelConfig, bins: torch.Tensor | None,
+                device: torch.device) -> np.ndarray:
+    """Rows of grey | prediction | truth for a fixed validation batch (L, ab in [-1, 1]); uint8 RGB."""
+    model.eval()
+    L, ab = batch["L"].to(device), batch["ab"].to(device)
+    with autocast(device):
+        pred = model(L)
+    ab_pred = decode_prediction(pred, cfg, bins).cpu().numpy()
+    L_lab, ab = (L[:, 0] * 50.0 + 50.0).cpu().numpy(), ab.cpu().numpy()
+    rows = [hstack([recombine_L(L_lab[i], a) for a in (None, ab_pred[i], ab[i])]) for i in range(len(L_lab))]
+    return vstack(rows)
+
+
+def plot_curve(log: list[dict], path: Path) -> None:
+    """Train/val loss per epoch as a PNG (matplotlib, imported here: only training needs it)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in log]
+    ax.plot(epochs, [r["train_loss"] for r in log], "o-", label="train")
+    ax.plot(epochs, [r["val_loss"] for r in log], "o-", label="validation")
+    ax.set(xlabel="epoch", ylabel="loss", title="colorizer loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

@@ -1,0 +1,366 @@
+"""The training engine: one loop for a CPU, a GPU, or many GPUs under torchrun.
+
+Owns the decoder's optimisation: the loss functions, the colour prior (class rebalancing),
+``train_one_epoch``, ``validate``, the cosine learning-rate schedule and ``fit``, which runs
+epochs with resumable checkpoints. The loop works on an explicit trainable part (the
+decoder, wrapped in DistributedDataParallel when there are several processes); the frozen
+encoder stays outside DDP. Only the main process prints and writes (RunFolder, checkpoints).
+
+Data order is a permutation seeded by (seed, epoch) and each item's augmentation is seeded
+by (seed, epoch, index) (LoadData), so a run resumes mid-epoch, on any number of processes,
+with the same data it would have seen.
+
+Usage:
+    with Distributed.process_group("auto") as dist:
+        fit(paths, cfg, tcfg, dist, run_name="my_run")
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+import Quantization
+from DecoderLayers import ColorizationModel
+from Distributed import DistContext
+from LoadData import ColorizationDataset, EpochSampler, collate_skip, find_images, make_loader
+from ModelIO import amp_dtype, autocast, build_model, decode_prediction, load_checkpoint, save_checkpoint
+from References import LAB, LOSSES, VERSION, ModelConfig, Paths, TrainConfig
+from RunFolder import RunFolder, sample_grid
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_loss_fn(cfg: ModelConfig, tcfg: TrainConfig, bins: torch.Tensor | None, weights: torch.Tensor | None):
+    """The per-pixel ab loss, ``loss(pred, ab_target) -> scalar``.
+
+    classification (default): rebalanced soft cross-entropy over ab bins (see Quantization).
+    huber: L2 near the target and L1 beyond ``huber_delta``; it is robust to the many
+    plausible colours of an object, so it averages towards grey less than MSE.
+    l1 / mse: the plain alternatives.
+    """
+    if cfg.loss == "classification":
+        return lambda pred, ab: Quantization.classification_loss(pred, ab, bins, weights)
+    if cfg.loss == "huber":
+        return lambda pred, ab: F.smooth_l1_loss(pred.float(), ab, beta=tcfg.huber_delta)
+    if cfg.loss == "l1":
+        return lambda pred, ab: F.l1_loss(pred.float(), ab)
+    if cfg.loss == "mse":
+        return lambda pred, ab: F.mse_loss(pred.float(), ab)
+    raise ValueError(f"unknown loss {cfg.loss!r}; choose from {LOSSES}")
+
+
+def lr_at(epoch: int, tcfg: TrainConfig) -> float:
+    """Cosine decay from ``tcfg.lr`` by epoch; stateless, so resuming needs nothing extra."""
+    return tcfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / tcfg.epochs))
+
+
+def split_files(paths: Paths, tcfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    """Training and validation files; without a val folder, a seeded 10% of the training folder."""
+    files = find_images(paths.data_dir)
+    if paths.val_dir is not None:
+        val = find_images(paths.val_dir)
+    else:
+        if len(files) < 2:
+            raise ValueError(f"{paths.data_dir}: need at least 2 images to split off validation (or pass --val-dir)")
+        shuffled = files[:]
+        random.Random(tcfg.seed).shuffle(shuffled)
+        n_val = max(1, len(files) // 10)
+        val, files = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+    if tcfg.max_train_images:
+        files = files[: tcfg.max_train_images]
+    return files, val
+
+
+def class_prior(files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext) -> dict:
+    """ab bins and their empirical prior over the (un-augmented) training images.
+
+    Each process counts its share of the files and the counts are summed, so the prior equals
+    what one process computes on all of them.
+    """
+    bins = Quantization.ab_bins(cfg.ab_grid)
+    mine = files[dist.rank::dist.world_size]
+    counts = torch.zeros(len(bins), dtype=torch.float64)
+    if mine:
+        loader = make_loader(ColorizationDataset(mine, cfg.image_size, train=False), tcfg.batch_size,
+                             shuffle=False, workers=tcfg.workers, persistent=False)
+        batches = (b["ab"][:, :, ::4, ::4] for b in tqdm(loader, desc="colour prior", unit="batch", leave=False,
+                                                         disable=not dist.is_main) if "ab" in b)
+        counts = Quantization.bin_counts(batches, bins)
+    counts = dist.all_reduce_sum(counts)
+    return {"ab_bins": bins, "ab_prior": Quantization.prior_from_counts(counts, bins)}
+
+
+def train_one_epoch(forward: nn.Module, trainable: nn.Module, loader, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, loss_fn, device: torch.device, epoch: int, grad_clip: float,
+                    on_step=None, show: bool = True) -> dict:
+    """One pass over ``loader``, updating ``trainable`` (the decoder, or its DDP wrapper).
+
+    ``forward(L)`` is the whole model (L (B, 1, S, S) in [-1, 1] -> prediction); ``on_step()``
+    runs after each optimizer step and returns True to stop early. Returns {"train_loss",
+    "images", "skipped", "seconds", "data_seconds", "steps", "stopped"} for this process.
+    Raises FloatingPointError on a NaN/inf loss, so a diverged run stops instead of
+    overwriting good checkpoints.
+    """
+    trainable.train()
+    total, n, skipped, steps, waited, stopped = 0.0, 0, 0, 0, 0.0, False
+    t0 = tick = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=not show)
+    for batch in bar:
+        waited += time.perf_counter() - tick
+        skipped += batch["skipped"]
+        if "L" not in batch:
+            tick = time.perf_counter()
+            continue
+        L, ab = batch["L"].to(device, non_blocking=True), batch["ab"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            L = L.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            loss = loss_fn(forward(L), ab)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch}: loss is {loss.item()}; stopping (last.pt is from before)")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(L)
+        n += len(L)
+        steps += 1
+        bar.set_postfix(loss=f"{total / n:.4f}")
+        if on_step is not None and on_step():
+            stopped = True
+            break
+        tick = time.perf_counter()
+    return {"train_loss": total / max(n, 1), "loss_sum": total, "images": n, "skipped": skipped, "steps": steps,
+            "seconds": time.perf_counter() - t0, "data_seconds": waited, "stopped": stopped}
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader, loss_fn, cfg: ModelConfig, bins: torch.Tensor | None,
+             device: torch.device, dist: DistContext) -> dict:
+    """Validation loss plus the decoded prediction's mean |ab error| in Lab units (comparable across losses).
+
+    Each process scores its share (``loader`` may be None for an empty share); the sums are
+    all-reduced, so the figures equal one process's on the whole set. Returns {"val_loss",
+    "val_ab_mae", "images", "skipped"}.
+    """
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss * n, ab error * n, n, skipped
+    for batch in tqdm(loader or [], desc="validate", unit="batch", leave=False, disable=not dist.is_main):
+        sums[3] += batch["skipped"]
+        if "L" not in batch:
+            continue
+        L, ab = batch["L"].to(device), batch["ab"].to(device)
+        with autocast(device):
+            pred = model(L)
+        ab_pred = decode_prediction(pred, cfg, bins)
+        ab_pred = F.interpolate(ab_pred, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+        sums[0] += loss_fn(pred, ab).item() * len(L)
+        sums[1] += (ab_pred - ab).abs().mean(dim=(1, 2, 3)).sum().item() * LAB.ab_scale
+        sums[2] += len(L)
+    loss, mae, n, skipped = dist.all_reduce_sum(sums).tolist()
+    return {"val_loss": loss / max(n, 1), "val_ab_mae": mae / max(n, 1), "images": int(n), "skipped": int(skipped)}
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the next epoch to train, how much of it is done, and the totals."""
+
+    epoch: int = 0
+    samples_done: int = 0  # of ``epoch``, by all processes together
+    global_step: int = 0
+    best: float = math.inf
+
+    def as_dict(self, tcfg: TrainConfig, dist: DistContext) -> dict:
+        return {"epoch": self.epoch, "samples_done": self.samples_done, "global_step": self.global_step,
+                "seed": tcfg.seed, "world_size": dist.world_size, "batch_size": tcfg.batch_size}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "Progress":
+        p = ckpt.get("progress") or {}
+        return cls(int(p.get("epoch", ckpt["epoch"] + 1)), int(p.get("samples_done", 0)),
+                   int(p.get("global_step", 0)), float(ckpt["best_metric"]))
+
+
+def prepare_run(paths: Paths, tcfg: TrainConfig, run_name: str | None, resume: Path | None,
+                dist: DistContext) -> dict:
+    """Rank 0 decides the run folder and lists the files once (cached in files.json); every rank gets the result.
+
+    Returns {"run_dir", "checkpoint" (to resume from, or None), "train", "val"}. Errors (a run
+    that already exists, an empty folder) are raised on every rank, with the same message.
+    """
+    result: dict | str = {}
+    if dist.is_main:
+        try:
+            result = _prepare_on_main(paths, tcfg, run_name, resume)
+        except (FileNotFoundError, ValueError) as e:
+            result = str(e)
+    result = dist.share(result)
+    if isinstance(result, str):
+        raise ValueError(result)
+    return result
+
+
+def _prepare_on_main(paths: Paths, tcfg: TrainConfig, run_name: str | None, resume: Path | None) -> dict:
+    if resume is not None:
+        checkpoint = resume / "last.pt" if resume.is_dir() else resume
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: nothing to resume (no such checkpoint)")
+        run_dir = checkpoint.parent
+    else:
+        checkpoint, run_dir = None, paths.runs_dir / (run_name or time.strftime("%Y%m%d-%H%M%S"))
+        if (run_dir / "last.pt").exists():  # never overwrite an earlier run's checkpoints
+            raise ValueError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                             "or choose another --run-name")
+    run = RunFolder(run_dir)
+    listing = run.load_listing() if checkpoint is not None else None
+    if listing is None:
+        train, val = split_files(paths, tcfg)
+        listing = {"train": [str(f) for f in train], "val": [str(f) for f in val]}
+        run.save_listing(listing)
+    return {"run_dir": str(run_dir), "checkpoint": None if checkpoint is None else str(checkpoint), **listing}
+
+
+def data_rate(ds: ColorizationDataset, items: int = 24) -> float:
+    """Decode + augment throughput of one loader worker, in images/s (measured in this process)."""
+    t = time.perf_counter()
+    n = min(items, len(ds))
+    for i in range(n):
+        ds[i]
+    return n / max(time.perf_counter() - t, 1e-9)
+
+
+def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, run_name: str | None = None,
+        resume: Path | None = None) -> int:
+    """Train the decoder; the main process writes metrics.jsonl, loss.png, samples/, last.pt and best.pt.
+
+    ``tcfg.batch_size`` is per process: the global batch is ``batch_size * world_size``.
+    """
+    device, say = dist.device, (tqdm.write if dist.is_main else (lambda *_: None))
+    seed_everything(tcfg.seed)
+    plan = prepare_run(paths, tcfg, run_name, resume, dist)
+    run = RunFolder(Path(plan["run_dir"]), write=dist.is_main)
+    train_files, val_files = [Path(f) for f in plan["train"]], [Path(f) for f in plan["val"]]
+    ckpt = None
+    if plan["checkpoint"]:
+        model, ckpt = load_checkpoint(plan["checkpoint"], device)
+        cfg, extras, progress = ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt)
+        run.load_log()
+    else:
+        extras = class_prior(train_files, cfg, tcfg, dist) if cfg.loss == "classification" else {}
+        model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(device)
+        progress = Progress()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    bins = extras.get("ab_bins")
+    weights = Quantization.class_weights(extras["ab_prior"], tcfg.rebalance) if bins is not None else None
+    bins = bins.to(device) if bins is not None else None
+    loss_fn = make_loss_fn(cfg, tcfg, bins, weights)
+
+    trainable: nn.Module = model.decoder
+    if dist.enabled:
+        if device.type == "cuda":  # SyncBatchNorm needs a GPU; on gloo/CPU each process keeps its own statistics
+            model.decoder = trainable = nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
+        trainable = nn.parallel.DistributedDataParallel(
+            model.decoder, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = ColorizationModel(model.encoder, trainable)
+    if tcfg.compile:
+        forward = torch.compile(forward)
+    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+    if ckpt is not None and ckpt["optimizer"] is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+
+    pin = device.type == "cuda"
+    train_ds = ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale, seed=tcfg.seed)
+    sampler = EpochSampler(len(train_ds), dist.rank, dist.world_size, seed=tcfg.seed)
+    my_val = val_files[dist.rank::dist.world_size]
+    val_loader = make_loader(ColorizationDataset(my_val, cfg.image_size, train=False), tcfg.batch_size,
+                             shuffle=False, workers=tcfg.workers, pin_memory=pin) if my_val else None
+    samples = None
+    if dist.is_main:
+        val_ds = ColorizationDataset(val_files[: tcfg.samples] or val_files[:1], cfg.image_size, train=False)
+        samples = collate_skip([val_ds[i] for i in range(len(val_ds))])
+    config = {"model": cfg, "train": tcfg, "paths": paths, "device": str(device), "world_size": dist.world_size,
+              "version": VERSION}
+    n_params = sum(p.numel() for p in model.decoder.parameters())
+    rate = data_rate(train_ds) if dist.is_main else 0.0
+    say(f"training on {device} x {dist.world_size} process(es): {len(train_files)} train / {len(val_files)} val "
+        f"images, {cfg.image_size}px, loss {cfg.loss}, {n_params / 1e6:.2f}M trainable parameters, global batch "
+        f"{tcfg.batch_size * dist.world_size}, run folder {run.path}")
+    say(f"data: decode + augment {rate:.1f} images/s per loader worker, {tcfg.workers} worker(s) per process")
+
+    def checkpoint(name: str) -> None:
+        if dist.is_main:
+            save_checkpoint(run.path / name, model, cfg, optimizer=optimizer, scaler=scaler, epoch=progress.epoch - 1,
+                            best_metric=progress.best, config=config, extras=extras,
+                            progress=progress.as_dict(tcfg, dist))
+
+    start_samples = progress.samples_done
+    steps_this_epoch = 0
+
+    def on_step() -> bool:
+        nonlocal steps_this_epoch
+        steps_this_epoch += 1
+        progress.global_step += 1
+        progress.samples_done = min(len(train_ds), start_samples + steps_this_epoch * tcfg.batch_size * dist.world_size)
+        if tcfg.save_every_steps and progress.global_step % tcfg.save_every_steps == 0:
+            checkpoint("last.pt")
+        return bool(tcfg.max_steps) and progress.global_step >= tcfg.max_steps
+
+    for epoch in range(progress.epoch, tcfg.epochs):
+        if tcfg.max_steps and progress.global_step >= tcfg.max_steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch, tcfg)
+        train_ds.epoch, start_samples, steps_this_epoch = epoch, progress.samples_done, 0
+        sampler.set_epoch(epoch, skip=progress.samples_done)
+        loader = make_loader(train_ds, tcfg.batch_size, shuffle=False, workers=tcfg.workers, pin_memory=pin,
+                             sampler=sampler, persistent=False)
+        tr = train_one_epoch(forward, trainable, loader, optimizer, scaler, loss_fn, device, epoch, tcfg.grad_clip,
+                             on_step=on_step, show=dist.is_main)
+        if tr["stopped"] and progress.samples_done < len(train_ds):
+            checkpoint("last.pt")
+            say(f"stopped at --max-steps {tcfg.max_steps} in epoch {epoch} ({progress.samples_done}/{len(train_ds)} "
+                f"images); continue with --resume {run.path}")
+            return 0
+        totals = dist.all_reduce_sum(torch.tensor([tr["loss_sum"], tr["images"], tr["skipped"]], dtype=torch.float64))
+        # Validation and samples run on the unwrapped model: DDP's forward is a collective, and the
+        # processes hold different numbers of validation batches (and only rank 0 draws samples).
+        ev = validate(model, val_loader, loss_fn, cfg, bins, device, dist)
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(totals[0] / max(totals[1], 1)),
+                  "images": int(totals[1]), "skipped": int(totals[2]), "seconds": tr["seconds"],
+                  "data_seconds": tr["data_seconds"], "global_step": progress.global_step,
+                  "val_loss": ev["val_loss"], "val_ab_mae": ev["val_ab_mae"], "val_skipped": ev["skipped"]}
+        run.append_metrics(record)
+        if dist.is_main:
+            run.save_samples(epoch, sample_grid(model, samples, cfg, bins, device))
+        is_best = ev["val_loss"] < progress.best
+        progress.best = min(progress.best, ev["val_loss"])
+        progress.epoch, progress.samples_done = epoch + 1, 0
+        checkpoint("last.pt")
+        if is_best:
+            checkpoint("best.pt")
+        wait = tr["data_seconds"] / max(tr["seconds"], 1e-9)
+        say(f"epoch {epoch}: train {record['train_loss']:.4f}  val {ev['val_loss']:.4f}  "
+            f"val |ab err| {ev['val_ab_mae']:.2f}  {tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"
+            f"{': input-bound, add --workers' if wait > 0.3 else ''})  skipped {record['skipped'] + ev['skipped']}"
+            f"{'  *best*' if is_best else ''}")
+    say(f"done: best val loss {progress.best:.4f}; checkpoints in {run.path}")
+    return 0

@@ -1,0 +1,100 @@
+"""Release files that cannot break silently: the .pt export's checks, ONNX parity, and the shipped file itself."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import Engine
+from conftest import ROOT, SHARED_CORPUS, TINY, needs_shared_corpus
+from Export import ExportError, export_onnx, export_release
+from Inference import Colorizer
+from LoadData import find_images, load_image
+from ModelIO import build_model, load_checkpoint, nonfinite_tensors, save_checkpoint
+
+CPU = torch.device("cpu")
+SHIPPED = ROOT / "weights" / "colorizer.pt"
+
+
+def trained_like(tmp_path, scale_var=1.0):
+    """A tiny checkpoint whose BatchNorm statistics look like the VGG taps' (variances far above float16's range)."""
+    torch.manual_seed(0)
+    model = build_model(TINY, "none")
+    for name, m in model.decoder.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and name.endswith("norm"):
+            m.running_var.fill_(1.6e6 * scale_var)
+            m.running_mean.fill_(500.0)
+    path = tmp_path / "source.pt"
+    save_checkpoint(path, model, TINY, epoch=3, best_metric=0.5)
+    return path
+
+
+def test_release_keeps_batchnorm_in_float32_and_matches_its_source(tmp_path):
+    src = trained_like(tmp_path)
+    report = export_release(src, tmp_path / "release.pt")
+    raw = torch.load(tmp_path / "release.pt", weights_only=True)
+    assert not nonfinite_tensors(raw)
+    assert raw["decoder"]["adapters.0.norm.running_var"].dtype == torch.float32
+    assert raw["decoder"]["ups.0.refine.0.weight"].dtype == torch.float16  # the bulk is halved
+    assert report["max"] < 2.0 and raw["optimizer"] is None
+
+
+def test_release_refuses_non_finite_tensors_and_drifting_outputs(tmp_path, monkeypatch):
+    src = trained_like(tmp_path)
+    ckpt = torch.load(src, weights_only=True)
+    ckpt["decoder"]["head.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(ckpt, tmp_path / "inf.pt")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        export_release(tmp_path / "inf.pt", tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
+    # the old policy (everything float16) overflows the variances: the export must refuse it
+    import ModelIO
+    monkeypatch.setattr(ModelIO, "release_state_dict",
+                        lambda m: {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()})
+    with pytest.raises(ExportError):
+        export_release(src, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists() and not list(tmp_path.glob(".out.pt*"))
+
+
+def test_onnx_export_matches_torch_on_the_examples(tmp_path, tiny_checkpoint, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "tiny.onnx"
+    assert Engine.main(["--mode", "export", "--checkpoint", str(tiny_checkpoint), "--output", str(out)]) == 0
+    images = [load_image(f) for f in find_images(ROOT / "examples")]
+    torch_ab = Colorizer.from_checkpoint(tiny_checkpoint, CPU).ab_for(images)
+    onnx = Colorizer.from_checkpoint(out, CPU)
+    onnx_ab = onnx.ab_for(images)
+    assert (onnx_ab - torch_ab).abs().mean() * 110 < 1.0  # Lab units
+    assert onnx.colorize(images[:1])[0].shape == images[0].shape[:2] + (3,)
+
+
+def test_shipped_model_is_intact():
+    raw = torch.load(SHIPPED, weights_only=True)
+    assert not nonfinite_tensors({"encoder": raw["encoder"], "decoder": raw["decoder"]})
+    assert SHIPPED.stat().st_size <= 40 * 2 ** 20
+    model, _ = load_checkpoint(SHIPPED, CPU)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.zeros(1, 1, 64, 64))).all()
+
+
+def readme_rows() -> dict[str, list[float]]:
+    """The README's table of the shipped file: folder -> [PSNR, SSIM, CF, CF originals, dCF]."""
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"\| shipped `weights/colorizer.pt` \| (\w+) \| \d+ \|(.*)\|\s*$", line)
+        if m:
+            rows[m.group(1)] = [float(x) for x in m.group(2).split("|")]
+    return rows
+
+
+@needs_shared_corpus
+def test_shipped_model_reproduces_the_readme_table(tmp_path, capsys):
+    rows = readme_rows()
+    assert "val" in rows and "val_scenes" in rows
+    assert Engine.main(["--mode", "evaluate", str(SHARED_CORPUS / "val"), "--output", str(tmp_path)]) == 0
+    import json
+    got = {r["method"]: r for r in json.loads((tmp_path / "metrics.json").read_text())["summary"]}["colorizer.pt"]
+    psnr, ssim, cf, _, dcf = rows["val"]
+    assert abs(got["psnr"] - psnr) <= 0.05 and abs(got["cf"] - cf) <= 0.5 and abs(got["delta_cf"] - dcf) <= 0.5
+    assert np.isfinite(got["ssim"]) and abs(got["ssim"] - ssim) <= 0.005
