@@ -1,0 +1,93 @@
+"""Regenerate the README's pictures from model files (the shipped one, by default).
+
+  examples: docs/examples_before_after.jpg, each bundled example (as given) beside what
+            ``colorize examples`` writes for it;
+  grid:     docs/val_scenes_grid.jpg, rows of grey | one column per --checkpoint | original for
+            --count evenly spaced photos of a folder (default: the corpus's val_scenes/).
+
+Usage:
+    python scripts/make_figures.py examples
+    python scripts/make_figures.py grid --checkpoint runs/old_repaired.pt weights/colorizer.pt \
+        --labels "old (repaired)" "new (shipped)" --folder ../shared/data/colorize-corpus/val_scenes
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from Inference import Colorizer, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
+from LoadData import find_images, load_image  # noqa: E402
+
+
+def fit_height(img: np.ndarray, h: int) -> np.ndarray:
+    return cv2.resize(img, (max(1, round(img.shape[1] * h / img.shape[0])), h), interpolation=cv2.INTER_AREA)
+
+
+def header(labels: list[str], widths: list[int], gap: int = 4, height: int = 26) -> np.ndarray:
+    """A white strip with one label centred over each column."""
+    row = np.full((height, sum(widths) + gap * (len(widths) - 1), 3), 255, np.uint8)
+    x = 0
+    for label, w in zip(labels, widths):
+        size = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0]
+        cv2.putText(row, label, (x + max(0, (w - size[0]) // 2), 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        x += w + gap
+    return row
+
+
+def examples_figure(checkpoint: Path, out: Path, height: int) -> None:
+    colorizer = Colorizer.from_checkpoint(checkpoint, torch.device("cpu"))
+    rows = []
+    for f in find_images(ROOT / "examples"):
+        img = load_image(f)
+        rows.append(hstack([fit_height(to_rgb8(img), height), fit_height(colorizer.colorize([img])[0], height)]))
+    write_image(out, vstack(rows))
+
+
+def grid_figure(checkpoints: list[Path], labels: list[str], folder: Path, count: int, out: Path, height: int) -> None:
+    colorizers = [Colorizer.from_checkpoint(c, torch.device("cpu")) for c in checkpoints]
+    files = find_images(folder)
+    picks = [files[round(i * (len(files) - 1) / max(1, count - 1))] for i in range(min(count, len(files)))]
+    rows, widths = [], None
+    for f in picks:
+        img = load_image(f)
+        panels = [grey_of(img)] + [c.colorize([img])[0] for c in colorizers] + [to_rgb8(img)]
+        panels = [fit_height(p, height) for p in panels]
+        widths = widths or [p.shape[1] for p in panels]
+        rows.append(hstack(panels))
+    names = ["grey input"] + labels + ["original"]
+    write_image(out, vstack([header(names, widths)] + rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("figure", choices=("examples", "grid"))
+    ap.add_argument("--checkpoint", nargs="+", default=[str(ROOT / "weights" / "colorizer.pt")])
+    ap.add_argument("--labels", nargs="+", default=None)
+    ap.add_argument("--folder", default=str(ROOT.parent / "shared" / "data" / "colorize-corpus" / "val_scenes"))
+    ap.add_argument("--count", type=int, default=8)
+    ap.add_argument("--height", type=int, default=150)
+    ap.add_argument("--output", default=None)
+    args = ap.parse_args(argv)
+    if args.figure == "examples":
+        out = Path(args.output or ROOT / "docs" / "examples_before_after.jpg")
+        examples_figure(Path(args.checkpoint[0]), out, args.height)
+    else:
+        labels = args.labels or [Path(c).name for c in args.checkpoint]
+        if len(labels) != len(args.checkpoint):
+            ap.error("give one --labels entry per --checkpoint")
+        out = Path(args.output or ROOT / "docs" / "val_scenes_grid.jpg")
+        grid_figure([Path(c) for c in args.checkpoint], labels, Path(args.folder), args.count, out, args.height)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
