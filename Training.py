@@ -244,6 +244,60 @@ def data_rate(ds: ColorizationDataset, items: int = 24) -> float:
     return n / max(time.perf_counter() - t, 1e-9)
 
 
+def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext,
+                  train_files: list[Path]) -> tuple[ColorizationModel, ModelConfig, dict, Progress, dict | None]:
+    """The model to train: from the checkpoint being resumed, or fresh (with the colour prior).
+
+    Returns (model on the device, its config, extras (ab bins and prior), progress, the checkpoint or None).
+    """
+    if plan["checkpoint"]:
+        model, ckpt = load_checkpoint(plan["checkpoint"], dist.device)
+        return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
+    extras = class_prior(train_files, cfg, tcfg, dist) if cfg.loss == "classification" else {}
+    model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(dist.device)
+    return model, cfg, extras, Progress(), None
+
+
+def wrap_trainable(model: ColorizationModel, tcfg: TrainConfig, dist: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(the trainable part, the whole forward) for this setup: the decoder alone is wrapped in DDP when
+    there are several processes (SyncBatchNorm on GPUs); the frozen encoder stays outside it."""
+    device = dist.device
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    trainable: nn.Module = model.decoder
+    if dist.enabled:
+        if device.type == "cuda":  # SyncBatchNorm needs a GPU; on gloo/CPU each process keeps its own statistics
+            model.decoder = trainable = nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
+        trainable = nn.parallel.DistributedDataParallel(
+            model.decoder, device_ids=[device.index] if device.type == "cuda" else None)
+    forward: nn.Module = ColorizationModel(model.encoder, trainable)
+    return trainable, torch.compile(forward) if tcfg.compile else forward
+
+
+def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.device,
+                   ckpt: dict | None) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler]:
+    """AdamW over the decoder and the loss scaler (enabled only for fp16), restored from ``ckpt`` if given."""
+    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+    if ckpt is not None and ckpt["optimizer"] is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+    return optimizer, scaler
+
+
+def validation_data(val_files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext):
+    """(this process's validation loader, or None for an empty share; the sample batch, on rank 0 only)."""
+    mine = val_files[dist.rank::dist.world_size]
+    loader = make_loader(ColorizationDataset(mine, cfg.image_size, train=False), tcfg.batch_size, shuffle=False,
+                         workers=tcfg.workers, pin_memory=dist.device.type == "cuda") if mine else None
+    samples = None
+    if dist.is_main:
+        ds = ColorizationDataset(val_files[: tcfg.samples] or val_files[:1], cfg.image_size, train=False)
+        samples = collate_skip([ds[i] for i in range(len(ds))])
+    return loader, samples
+
+
 def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, run_name: str | None = None,
         resume: Path | None = None) -> int:
     """Train the decoder; the main process writes metrics.jsonl, loss.png, samples/, last.pt and best.pt.
@@ -255,48 +309,19 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
     plan = prepare_run(paths, tcfg, run_name, resume, dist)
     run = RunFolder(Path(plan["run_dir"]), write=dist.is_main)
     train_files, val_files = [Path(f) for f in plan["train"]], [Path(f) for f in plan["val"]]
-    ckpt = None
-    if plan["checkpoint"]:
-        model, ckpt = load_checkpoint(plan["checkpoint"], device)
-        cfg, extras, progress = ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt)
+    model, cfg, extras, progress, ckpt = load_or_build(plan, paths, cfg, tcfg, dist, train_files)
+    if ckpt is not None:
         run.load_log()
-    else:
-        extras = class_prior(train_files, cfg, tcfg, dist) if cfg.loss == "classification" else {}
-        model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(device)
-        progress = Progress()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     bins = extras.get("ab_bins")
     weights = Quantization.class_weights(extras["ab_prior"], tcfg.rebalance) if bins is not None else None
     bins = bins.to(device) if bins is not None else None
     loss_fn = make_loss_fn(cfg, tcfg, bins, weights)
-
-    trainable: nn.Module = model.decoder
-    if dist.enabled:
-        if device.type == "cuda":  # SyncBatchNorm needs a GPU; on gloo/CPU each process keeps its own statistics
-            model.decoder = trainable = nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
-        trainable = nn.parallel.DistributedDataParallel(
-            model.decoder, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = ColorizationModel(model.encoder, trainable)
-    if tcfg.compile:
-        forward = torch.compile(forward)
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    if ckpt is not None and ckpt["optimizer"] is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"] is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-
+    trainable, forward = wrap_trainable(model, tcfg, dist)
+    optimizer, scaler = make_optimizer(model, tcfg, device, ckpt)
     pin = device.type == "cuda"
     train_ds = ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale, seed=tcfg.seed)
     sampler = EpochSampler(len(train_ds), dist.rank, dist.world_size, seed=tcfg.seed)
-    my_val = val_files[dist.rank::dist.world_size]
-    val_loader = make_loader(ColorizationDataset(my_val, cfg.image_size, train=False), tcfg.batch_size,
-                             shuffle=False, workers=tcfg.workers, pin_memory=pin) if my_val else None
-    samples = None
-    if dist.is_main:
-        val_ds = ColorizationDataset(val_files[: tcfg.samples] or val_files[:1], cfg.image_size, train=False)
-        samples = collate_skip([val_ds[i] for i in range(len(val_ds))])
+    val_loader, samples = validation_data(val_files, cfg, tcfg, dist)
     config = {"model": cfg, "train": tcfg, "paths": paths, "device": str(device), "world_size": dist.world_size,
               "version": VERSION}
     n_params = sum(p.numel() for p in model.decoder.parameters())
