@@ -45,6 +45,8 @@ def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
     inputs = input_paths(args, paths.examples_dir)
     out = paths.results_dir
     single = len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_EXTENSIONS
+    if out.suffix.lower() in IMAGE_EXTENSIONS and not single and not out.is_dir():
+        raise ValueError(f"--output {out} names an image file, but the input is not one file; give a folder")
     colorizer = open_colorizer(args, paths, device)
     report = Report()
     for inp in inputs:

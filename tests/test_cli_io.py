@@ -38,6 +38,9 @@ def test_positional_input_and_output_file(tmp_path, tiny_checkpoint, capsys):
     assert Engine.main([str(src), "--output", str(out), "--checkpoint", str(tiny_checkpoint)]) == 0
     assert out.is_file() and Image.open(out).size == Image.open(src).size  # a file, not a folder
     assert "wrote 1 image(s)" in capsys.readouterr().out
+    # a folder of inputs cannot go into one file: a clear error, and no folder named result2.png
+    assert Engine.main([str(tmp_path), "--output", str(tmp_path / "result2.png"), "--checkpoint", str(tiny_checkpoint)]) == 1
+    assert "names an image file" in capsys.readouterr().err and not (tmp_path / "result2.png").exists()
 
 
 def test_a_bad_file_is_reported_once(tmp_path, tiny_checkpoint, photo_dir, capsys):
