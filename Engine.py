@@ -217,10 +217,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
         runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
         backbone_weights=args.backbone_weights)
-    m = ModelConfig()
-    cfg = dataclasses.replace(m, image_size=args.image_size, loss=args.loss,
-                              widths=tuple((k, round(w * args.decoder_width)) for k, w in m.widths),
-                              global_width=round(m.global_width * args.decoder_width))
+    cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss)
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,

@@ -17,12 +17,11 @@ import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from FullResolution import recombine_image
-from Inference import Colorizer, grey_of, hstack, load_batches, to_rgb8, vstack, write_image
+from Inference import Colorizer, fit_height, grey_of, hstack, load_batches, to_rgb8, vstack, write_image
 from Metrics import colorfulness, psnr, ssim, summarise
 from ModelIO import atomic_write
 
@@ -51,10 +50,7 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
             pred, truth, grey = recombine_image(img, ab[i].numpy()), to_rgb8(img), grey_of(img)
             rows += [score(pred, truth, colorizer.name, f.name), score(grey, truth, "grey", f.name)]
             if grid_height:
-                h = grid_height
-                small = [cv2.resize(im, (max(1, round(im.shape[1] * h / im.shape[0])), h),
-                                    interpolation=cv2.INTER_AREA) for im in (grey, pred, truth)]
-                grid.append(hstack(small))
+                grid.append(hstack([fit_height(im, grid_height) for im in (grey, pred, truth)]))
         bar.update(len(batch) + len(bad))
     bar.close()
     return rows, grid, failed

@@ -155,14 +155,20 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
+def fit_height(image: np.ndarray, height: int) -> np.ndarray:
+    """uint8 (H, W, 3) resized to (height, W * height / H, 3), aspect kept (area filter)."""
+    if image.shape[0] == height:
+        return image
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def hstack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Side by side on white, each uint8 (H, W_i, 3) scaled to the tallest height."""
     h = max(im.shape[0] for im in images)
     parts = []
     for im in images:
-        if im.shape[0] != h:
-            im = cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h), interpolation=cv2.INTER_AREA)
-        parts += [im, np.full((h, gap, 3), 255, np.uint8)]
+        parts += [fit_height(im, h), np.full((h, gap, 3), 255, np.uint8)]
     return np.concatenate(parts[:-1], axis=1)
 
 

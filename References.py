@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 VERSION = "0.2.0"
@@ -111,6 +111,11 @@ class ModelConfig:
     # classification head: ab grid step and annealed-mean temperature (Zhang et al. 2016)
     ab_grid: int = 10
     temperature: float = 0.38
+
+    def scaled(self, width: float) -> "ModelConfig":
+        """This config with every decoder width (and the global width) multiplied by ``width``."""
+        return replace(self, widths=tuple((k, round(w * width)) for k, w in self.widths),
+                       global_width=round(self.global_width * width))
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,7 @@ from References import ModelConfig  # noqa: E402
 def shape_config(spec: str) -> ModelConfig:
     """'176x1.5' -> a ModelConfig at 176 px with every decoder width x 1.5 (as --decoder-width)."""
     size, width = spec.split("x")
-    m = ModelConfig()
-    w = float(width)
-    return dataclasses.replace(m, image_size=int(size),
-                               widths=tuple((k, round(c * w)) for k, c in m.widths),
-                               global_width=round(m.global_width * w))
+    return dataclasses.replace(ModelConfig().scaled(float(width)), image_size=int(size))
 
 
 def main() -> None:

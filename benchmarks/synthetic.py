@@ -1,7 +1,7 @@
 """Synthetic large greyscale scans for the size benchmarks: a bundled photo upscaled, with film-like grain.
 
 Usage:
-    path = grey_png(Path("/tmp/scan48.png"), 48)   # about 48 MP, 4:3
+    path = grey_png(Path("scan48.png"), 48)   # about 48 MP, 4:3
 """
 from __future__ import annotations
 

@@ -22,12 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from Inference import Colorizer, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
+from Inference import Colorizer, fit_height, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
 from LoadData import find_images, load_image  # noqa: E402
-
-
-def fit_height(img: np.ndarray, h: int) -> np.ndarray:
-    return cv2.resize(img, (max(1, round(img.shape[1] * h / img.shape[0])), h), interpolation=cv2.INTER_AREA)
 
 
 def header(labels: list[str], widths: list[int], gap: int = 4, height: int = 26) -> np.ndarray:
