@@ -18,7 +18,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from References import DEVICES, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, ModelConfig, Paths, TrainConfig
+from References import (DEVICES, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, VIDEO_OUTPUT, ModelConfig, Paths, TrainConfig,
+                        VideoConfig)
 
 MODES = ("inference", "training", "evaluate", "serve", "export")
 
@@ -37,35 +38,66 @@ def input_paths(args: argparse.Namespace, default: Path) -> list[Path]:
     return [Path(p) for p in given] or [default]
 
 
+def output_target(inputs: list[Path], out: Path) -> bool:
+    """True when --output names the one output file (one input file and a matching suffix: an image
+    suffix for an image, .mp4 for a video); ValueError when it names a file that cannot be."""
+    from LoadData import is_video
+
+    one = len(inputs) == 1 and inputs[0].is_file()
+    suffix = out.suffix.lower()
+    if one and suffix in ((VIDEO_OUTPUT,) if is_video(inputs[0]) else IMAGE_EXTENSIONS):
+        return True
+    if suffix in IMAGE_EXTENSIONS + (VIDEO_OUTPUT,) and not out.is_dir():
+        named = "a video" if suffix == VIDEO_OUTPUT else "an image"
+        what = ("a video" if is_video(inputs[0]) else "an image") if one else "not one file"
+        raise ValueError(f"--output {out} names {named} file, but the input is {what}; give a folder"
+                         + (f" or a {VIDEO_OUTPUT} file" if one and is_video(inputs[0]) else ""))
+    return False
+
+
 def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
-    """Colourise every input (file or folder) into --output; exit status 1 if any file failed."""
+    """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed."""
     from Inference import colorize_paths, Report
-    from LoadData import find_images
+    from LoadData import find_images, is_video
 
     inputs = input_paths(args, paths.examples_dir)
     out = paths.results_dir
-    single = len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_EXTENSIONS
-    if out.suffix.lower() in IMAGE_EXTENSIONS and not single and not out.is_dir():
-        raise ValueError(f"--output {out} names an image file, but the input is not one file; give a folder")
+    single = output_target(inputs, out)
     colorizer = open_colorizer(args, paths, device)
-    report = Report()
+    report, videos = Report(), 0
     for inp in inputs:
-        files = find_images(inp)
-        r = colorize_paths(colorizer, files, inp, out.parent if single else out, batch_size=args.batch_size or 8,
-                           side_by_side=args.side_by_side, suffix=out.suffix if single else "." + args.format,
-                           max_pixels=int(args.max_megapixels * 1e6), output_file=out if single else None)
-        report.written += r.written
-        report.failed += r.failed
+        files = find_images(inp, videos=True)
+        clips = [f for f in files if is_video(f)]
+        images = [f for f in files if not is_video(f)]
+        rs = []
+        if images:
+            rs.append(colorize_paths(colorizer, images, inp, out.parent if single else out,
+                                     batch_size=args.batch_size or 8, side_by_side=args.side_by_side,
+                                     suffix=out.suffix if single else "." + args.format,
+                                     max_pixels=int(args.max_megapixels * 1e6), output_file=out if single else None))
+        if clips:
+            from Video import colorize_videos
+
+            rs.append(colorize_videos(colorizer, clips, inp, out, smoothing=args.temporal_smoothing, crf=args.crf,
+                                      batch_size=args.batch_size or 8, max_pixels=int(args.max_megapixels * 1e6),
+                                      output_file=out if single else None))
+            videos += len(rs[-1].written)
+        for r in rs:
+            report.written += r.written
+            report.failed += r.failed
     where = report.written[0] if single and report.written else out
-    print(f"wrote {len(report.written)} image(s) to {where} with {colorizer.name}"
+    images = len(report.written) - videos
+    counts = " and ".join([f"{images} image(s)"] * bool(images or not videos) + [f"{videos} video(s)"] * bool(videos))
+    print(f"wrote {counts} to {where} with {colorizer.name}"
           + (f"; {len(report.failed)} failed (listed above)" if report.failed else ""))
     return 1 if report.failed else 0
 
 
 def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
-    """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid)."""
+    """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid).
+    Videos get the flicker table instead: warping error frame by frame and stabilised, and speed."""
     from Evaluate import evaluate_folder, format_table, write_reports
-    from LoadData import find_images
+    from LoadData import find_images, is_video
     from Metrics import summarise
 
     colorizer = open_colorizer(args, paths, device)
@@ -73,14 +105,24 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     out_root = Path(args.output) if args.output else paths.results_dir / "evaluation"
     failures = 0
     for folder in folders:
-        rows, grid, failed = evaluate_folder(colorizer, find_images(folder), args.batch_size or 8,
+        files = find_images(folder, videos=True)
+        out_dir = out_root / folder.name if len(folders) > 1 else out_root
+        clips = [f for f in files if is_video(f)]
+        if clips:
+            from Video import evaluate_videos
+
+            failures += evaluate_videos(colorizer, clips, out_dir, args.temporal_smoothing, args.batch_size or 8,
+                                        int(args.max_megapixels * 1e6))
+        images = [f for f in files if not is_video(f)]
+        if not images:
+            continue
+        rows, grid, failed = evaluate_folder(colorizer, images, args.batch_size or 8,
                                              grid_height=160 if args.output else 0,
                                              max_pixels=int(args.max_megapixels * 1e6))
         failures += len(failed)
         if not rows:
             raise ValueError(f"{folder}: no image could be read")
         print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(summarise(rows))}")
-        out_dir = out_root / folder.name if len(folders) > 1 else out_root
         print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid).values()))
     if failures:
         print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)
@@ -172,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=None,
                    help="annealed-mean temperature for classification models (lower = more vivid) "
                         f"(default: the checkpoint's, {m.temperature} when trained here)")
+    g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
+                   help="videos: weight in [0, 1) of the colour carried along the motion from earlier frames "
+                        "against each frame's own prediction, where optical flow can follow the scene; reset at "
+                        "cuts; 0 = every frame on its own. Videos are written as H.264 .mp4 with their audio")
+    g.add_argument("--crf", type=int, default=VideoConfig().crf,
+                   help="videos: H.264 quality, 0 (lossless, large) to 51 (small); +6 halves the size")
     g = ap.add_argument_group("serve")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     g.add_argument("--port", type=int, default=8000, help="TCP port")
@@ -232,6 +280,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
     if not args.max_megapixels > 0:
         return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
+    if not 0 <= args.temporal_smoothing < 1:
+        return f"--temporal-smoothing must be at least 0 and below 1 (got {args.temporal_smoothing:g})"
+    if not 0 <= args.crf <= 51:
+        return f"--crf must be between 0 and 51 (got {args.crf})"
     if args.batch_size is not None and args.batch_size < 1:
         return f"--batch-size must be at least 1 (got {args.batch_size})"
     return None
@@ -262,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths, device)
     # User errors get one line; anything else (out of memory, a shape mismatch: bugs) keeps its traceback.
-    except (OSError, ValueError, BackboneUnavailableError, ImageReadError, FloatingPointError) as e:
+    except (OSError, ValueError, BackboneUnavailableError, ImageReadError, FloatingPointError) as e:  # VideoReadError too
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from References import IMAGE_EXTENSIONS, LAB
+from References import IMAGE_EXTENSIONS, LAB, VIDEO_EXTENSIONS
 
 
 class ImageReadError(ValueError):
@@ -59,8 +59,9 @@ def set_pixel_limit(megapixels: float) -> None:
     Image.MAX_IMAGE_PIXELS = _limit["pixels"]
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted), or ``[root]`` for a single file.
+def find_images(root: str | Path, videos: bool = False) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted), with ``videos`` also video files, or
+    ``[root]`` for a single file.
 
     Raises FileNotFoundError if ``root`` does not exist and ValueError if it holds no
     file with a supported extension.
@@ -70,11 +71,18 @@ def find_images(root: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{root}: no such file or folder")
     if root.is_file():
         return [root]
+    suffixes = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
     files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
     if not files:
-        raise ValueError(f"{root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{root}: no {'images or videos' if videos else 'images'} found (looked for "
+                         f"{', '.join(suffixes)})")
     return files
+
+
+def is_video(path: str | Path) -> bool:
+    """True for a file name with a video extension (References.VIDEO_EXTENSIONS)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
