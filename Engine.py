@@ -1,6 +1,6 @@
 """The command line: argument parsing, device choice and dispatch to the modes. Nothing else.
 
-Modes: ``inference`` (colourise files or folders at full resolution), ``training`` (Training.fit,
+Modes: ``inference`` (colourise images and videos, files or folders, at full resolution), ``training`` (Training.fit,
 also under torchrun), ``evaluate`` (scores against the originals, next to the grey baseline, one
 table per folder), ``serve`` (the web page and HTTP API) and ``export`` (a verified .pt release
 or an ONNX graph). Heavy libraries are imported only once a mode runs, so ``--help`` and
@@ -96,7 +96,7 @@ def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
 def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid).
     Videos get the flicker table instead: warping error frame by frame and stabilised, and speed."""
-    from Evaluate import evaluate_folder, format_table, write_reports
+    from Evaluate import evaluate_folder, evaluate_videos, format_table, write_reports
     from LoadData import find_images, is_video
     from Metrics import summarise
 
@@ -109,8 +109,6 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
         out_dir = out_root / folder.name if len(folders) > 1 else out_root
         clips = [f for f in files if is_video(f)]
         if clips:
-            from Video import evaluate_videos
-
             failures += evaluate_videos(colorizer, clips, out_dir, args.temporal_smoothing, args.batch_size or 8,
                                         int(args.max_megapixels * 1e6))
         images = [f for f in files if not is_video(f)]
@@ -181,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="colorize", formatter_class=_HelpFormatter,
         description="Automatic image colourizer: a frozen ImageNet VGG16 encoder and a trained decoder predict "
                     "the Lab colour (ab) of a black-and-white photo, laid over its own full-resolution lightness. "
-                    "'colorize photo.jpg' colourises a file; see --mode for training, evaluation, the web app and "
-                    "export. The same command is 'python Engine.py'.")
-    ap.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders (same as --input)")
+                    "'colorize photo.jpg' colourises a file, 'colorize film.mp4' a video (steadied from frame to frame, "
+                    "with its sound); see --mode for training, evaluation, the web app and export. The same "
+                    "command is 'python Engine.py'.")
+    ap.add_argument("inputs", nargs="*", metavar="INPUT", help="image or video files, or folders (same as --input)")
     ap.add_argument("--version", action="version", version=f"colorize {VERSION}")
     ap.add_argument("--mode", choices=MODES, default="inference",
                     help="inference: colourise the inputs; training: train on --data-dir; evaluate: score the "
@@ -202,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"default {LIMITS['web_megapixels']:g})")
     g = ap.add_argument_group("inference and evaluate")
     g.add_argument("--input", nargs="+", default=None,
-                   help="image files or folders (searched recursively); evaluate takes several folders and prints "
-                        "one table each (default: examples/)")
+                   help="image or video files, or folders (searched recursively); evaluate takes several folders "
+                        "and prints one table each (videos: a flicker table) (default: examples/)")
     g.add_argument("--output", default=None,
                    help=f"output folder, created; with one input file it may name the output file (e.g. out.png) "
                         f"(default: {p.results_dir}/; evaluate writes CSV/JSON to {p.results_dir}/evaluation/, "
@@ -219,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "against each frame's own prediction, where optical flow can follow the scene; reset at "
                         "cuts; 0 = every frame on its own. Videos are written as H.264 .mp4 with their audio")
     g.add_argument("--crf", type=int, default=VideoConfig().crf,
-                   help="videos: H.264 quality, 0 (lossless, large) to 51 (small); +6 halves the size")
+                   help="videos: H.264 quality, 0 (best, largest) to 51 (smallest); +6 about halves the file")
     g = ap.add_argument_group("serve")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     g.add_argument("--port", type=int, default=8000, help="TCP port")

@@ -49,7 +49,9 @@ class VideoConfig:
     # 0.8 cut the warping error of a grainy, flickering pan to 0.38x frame by frame (README, Video).
     temporal_smoothing: float = 0.8
     crf: int = 18  # H.264 constant rate factor: 18 is visually lossless for most footage
-    preset: str = "medium"  # x264 speed/size trade-off; the network, not the encoder, sets the pace
+    # x264 speed/size trade-off. On 2 CPU cores at 1080p "veryfast" ran 1.5x faster than "medium" with a file
+    # no larger at crf 18 (measured like benchmarks/video_speed.py; README, "Films and home movies")
+    preset: str = "veryfast"
 
 
 @dataclass(frozen=True)

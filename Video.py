@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 from FullResolution import recombine_image
 from Inference import Colorizer, Report, plan_outputs
 from References import VIDEO_OUTPUT, VideoConfig
-from Temporal import Stabiliser, WarpingError, flow_grid, lab_ab, luminance
+from Temporal import Stabiliser, flow_grid, luminance
 
 MP4_AUDIO = ("aac", "mp3", "alac", "ac3", "eac3")  # copied as they are; anything else becomes AAC
 FRAME_PIXELS_BUDGET = 24_000_000  # decoded pixels held at once (as Inference.BATCH_PIXELS)
@@ -300,63 +299,3 @@ def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, o
             tqdm.write(f"{src.name}: {r.frames} frames in {r.seconds:.1f} s ({r.frames / r.seconds:.1f} fps)"
                        + (f", new shot at frame {', '.join(map(str, r.cuts))}" if r.cuts else "") + f" -> {dst}")
     return report
-
-
-def flicker(colorizer: Colorizer, src: Path, smoothing: float, batch_size: int = 8,
-            max_pixels: int | None = None) -> dict:
-    """Colourise ``src`` without writing it and measure the output's warping error (Temporal.WarpingError,
-    Lab units) and speed: {"frames", "warping_error", "fps", "cuts"}."""
-    info, frames = open_video(src, max_pixels)
-    grid = flow_grid((info.height, info.width))
-    meter, n, start, measuring = WarpingError(), 0, time.perf_counter(), 0.0
-    with contextlib.closing(frames):
-        for grey, out, _ in colorize_frames(colorizer, frames, grid, smoothing, frames_per_batch(info, batch_size)):
-            t = time.perf_counter()
-            meter.add(grey, lab_ab(out, grid))
-            measuring += time.perf_counter() - t
-            n += 1
-    check_count(info, n)
-    seconds = time.perf_counter() - start - measuring  # decoding and colourising; no encoding, no metric
-    return {"frames": n, "warping_error": meter.value, "fps": n / seconds, "cuts": meter.cuts,
-            "size": f"{info.width}x{info.height}"}
-
-
-def evaluate_videos(colorizer: Colorizer, clips: list[Path], out_dir: Path, smoothing: float, batch_size: int = 8,
-                    max_pixels: int | None = None) -> int:
-    """Print the flicker table for ``clips`` (frame by frame against ``smoothing``) and write it to
-    ``out_dir``/flicker.json; returns the number of clips that could not be read (each named on stderr)."""
-    from ModelIO import atomic_write
-
-    rows, failures = [], 0
-    for clip in tqdm(clips, desc="measuring flicker", unit="video", leave=False):
-        try:
-            runs = {s: flicker(colorizer, clip, s, batch_size, max_pixels) for s in (0.0, smoothing)}
-        except VideoReadError as e:
-            tqdm.write(f"error: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        plain, steady = runs[0.0], runs[smoothing]
-        rows.append({"video": str(clip), "frames": plain["frames"], "size": plain["size"], "cuts": plain["cuts"],
-                     "smoothing": smoothing, "warping_error_frame_by_frame": plain["warping_error"],
-                     "warping_error_stabilised": steady["warping_error"],
-                     "ratio": steady["warping_error"] / plain["warping_error"],
-                     "fps_frame_by_frame": plain["fps"], "fps_stabilised": steady["fps"]})
-    if rows:
-        print(format_flicker(rows))
-        path = out_dir / "flicker.json"
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2)))
-        print(f"wrote {path}")
-    return failures
-
-
-def format_flicker(rows: list[dict]) -> str:
-    """The flicker table as text: warping error in Lab units (lower = steadier) and frames per second."""
-    s = rows[0]["smoothing"]
-    lines = [f"{'video':<28} {'frames':>6} {'size':>10} {'cuts':>4}  {'warp err S=0':>12} {f'S={s:g}':>8} "
-             f"{'ratio':>6}  {'fps S=0':>7} {f'S={s:g}':>7}"]
-    for r in rows:
-        lines.append(f"{Path(r['video']).name[:28]:<28} {r['frames']:>6} {r['size']:>10} {r['cuts']:>4}  "
-                     f"{r['warping_error_frame_by_frame']:>12.3f} {r['warping_error_stabilised']:>8.3f} "
-                     f"{r['ratio']:>6.2f}  {r['fps_frame_by_frame']:>7.1f} {r['fps_stabilised']:>7.1f}")
-    return "\n".join(lines) + "\n(warping error: mean |ab(t+1) - warp(ab(t))| in Lab units over pixels the optical flow " \
-        "of the input follows; pairs across a cut skipped)"

@@ -49,6 +49,7 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
     """ms per frame of each pipeline stage, from cumulative passes over the clip in this process."""
     import torch
 
+    import Evaluate
     import Temporal
     import Video
     from Inference import Colorizer
@@ -82,7 +83,7 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
 
     costs = {name: timed(fn) for name, fn in (("decode", decode), ("+ network", network),
                                               ("+ stabilise, recombine", colourise), ("+ encode", everything))}
-    rows = {s: Video.flicker(colorizer, clip, s) for s in (0.0, smoothing)}
+    rows = {s: Evaluate.flicker(colorizer, clip, s) for s in (0.0, smoothing)}
     costs["warp error S=0"] = rows[0.0]["warping_error"]
     costs[f"warp error S={smoothing:g}"] = rows[smoothing]["warping_error"]
     return costs

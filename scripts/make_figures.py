@@ -3,10 +3,14 @@
   examples: docs/examples_before_after.jpg, each bundled example (as given) beside what
             ``colorize examples`` writes for it;
   grid:     docs/val_scenes_grid.jpg, rows of grey | one column per --checkpoint | original for
-            --count evenly spaced photos of a folder (default: the corpus's val_scenes/).
+            --count evenly spaced photos of a folder (default: the corpus's val_scenes/);
+  video:    docs/video_strip.jpg, frames of examples/film_demo.mp4 as given, then as the command
+            line writes them frame by frame (--temporal-smoothing 0) and stabilised (the default),
+            decoded back from the written MP4 files.
 
 Usage:
     python scripts/make_figures.py examples
+    python scripts/make_figures.py video
     python scripts/make_figures.py grid --checkpoint runs/old_repaired.pt weights/colorizer.pt \
         --labels "old (repaired)" "new (shipped)" --folder ../shared/data/colorize-corpus/val_scenes
 """
@@ -62,9 +66,35 @@ def grid_figure(checkpoints: list[Path], labels: list[str], folder: Path, count:
     write_image(out, vstack([header(names, widths)] + rows))
 
 
+def video_figure(checkpoint: Path, out: Path, height: int, clip: Path = ROOT / "examples" / "film_demo.mp4",
+                 picks: tuple[int, ...] = (0, 9, 18, 27, 28, 47)) -> None:
+    import tempfile
+
+    from References import VideoConfig
+    from Video import colorize_video, open_video
+
+    colorizer = Colorizer.from_checkpoint(checkpoint, torch.device("cpu"))
+    smoothing = VideoConfig().temporal_smoothing
+
+    def frames(path: Path) -> list[np.ndarray]:
+        return [fit_height(np.array(f), height) for i, f in enumerate(open_video(path)[1]) if i in picks]
+    rows = [frames(clip)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in (0.0, smoothing):
+            colorize_video(colorizer, clip, Path(tmp) / f"s{s}.mp4", s, progress=False)
+            rows.append(frames(Path(tmp) / f"s{s}.mp4"))
+    widths = [f.shape[1] for f in rows[0]]
+    labels = [f"frame {i}" for i in picks]
+    names = ["input", "frame by frame (S = 0)", f"stabilised (S = {smoothing:g}, the default)"]
+    parts = [header(labels, widths)]
+    for name, row in zip(names, rows):
+        parts += [header([name], [sum(widths) + 4 * (len(widths) - 1)], height=22), hstack(row)]
+    write_image(out, vstack(parts, gap=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("figure", choices=("examples", "grid"))
+    ap.add_argument("figure", choices=("examples", "grid", "video"))
     ap.add_argument("--checkpoint", nargs="+", default=[str(ROOT / "weights" / "colorizer.pt")])
     ap.add_argument("--labels", nargs="+", default=None)
     ap.add_argument("--folder", default=str(ROOT.parent / "shared" / "data" / "colorize-corpus" / "val_scenes"))
@@ -75,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure == "examples":
         out = Path(args.output or ROOT / "docs" / "examples_before_after.jpg")
         examples_figure(Path(args.checkpoint[0]), out, args.height)
+    elif args.figure == "video":
+        out = Path(args.output or ROOT / "docs" / "video_strip.jpg")
+        video_figure(Path(args.checkpoint[0]), out, args.height)
     else:
         labels = args.labels or [Path(c).name for c in args.checkpoint]
         if len(labels) != len(args.checkpoint):
