@@ -70,6 +70,7 @@ _REASONS = (
     ("does not contain any stream", "no video stream in the file"),
     ("moov atom not found", "not a readable video (cut short before its index, or not a video file)"),
     ("Invalid data found", "not a readable video (unknown or corrupt format)"),
+    ("End of file", "the video has no frames (the file ends before its first frame)"),
 )
 
 

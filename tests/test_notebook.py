@@ -20,3 +20,4 @@ def test_notebook_executes(tmp_path, tiny_checkpoint):
     assert (tmp_path / "run" / "best.pt").is_file()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "sizes kept: True" in outputs
+    assert "48 frames colourised, new shot at frame(s) [28]" in outputs

@@ -140,11 +140,13 @@ def make_bad_files(folder: Path, clip: Path, colourised: Path) -> dict[str, Path
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    bad = {"text.mp4": folder / "text.mp4", "silent.mp4": folder / "silent.mp4",
+    bad = {"text.mp4": folder / "text.mp4", "silent.mp4": folder / "silent.mp4", "empty.mkv": folder / "empty.mkv",
            "truncated.mp4": folder / "truncated.mp4", "codec.avi": folder / "codec.avi"}
     bad["text.mp4"].write_text("not a video\n")
     subprocess.run([ffmpeg, "-y", "-v", "error", "-f", "lavfi", "-i", "sine=duration=0.5", str(bad["silent.mp4"])],
-                   check=True)  # audio only: no frames
+                   check=True)  # audio only: no video stream
+    subprocess.run([ffmpeg, "-y", "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=64x48:d=1", "-frames:v", "0",
+                    str(bad["empty.mkv"])], check=True)  # a video track with zero frames
     data = colourised.read_bytes()  # index at the front (faststart), so half a file still decodes
     bad["truncated.mp4"].write_bytes(data[:len(data) // 2])
     avi = folder / "mpeg4.avi.tmp"
@@ -168,13 +170,13 @@ def test_bad_videos_get_one_line_each_and_the_rest_are_written(clip, tiny_checkp
     assert Engine.main([str(folder), "--output", str(out), "--checkpoint", str(tiny_checkpoint)]) == 1
     captured = capsys.readouterr()
     errors = [ln for ln in captured.err.replace("\r", "\n").splitlines() if ln.startswith("error:")]
-    assert len(errors) == 4
-    reasons = {"text.mp4": "not a readable video", "silent.mp4": "no video stream",
+    assert len(errors) == 5
+    reasons = {"text.mp4": "not a readable video", "silent.mp4": "no video stream", "empty.mkv": "no frames",
                "truncated.mp4": "truncated", "codec.avi": "unsupported video codec"}
     for name, reason in reasons.items():
         line = [e for e in errors if name in e]
         assert len(line) == 1 and reason in line[0], (name, errors)
-    assert "wrote 1 image(s) and 1 video(s)" in captured.out and "4 failed" in captured.out
+    assert "wrote 1 image(s) and 1 video(s)" in captured.out and "5 failed" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4", "still.png"]  # nothing half-written
 
 
