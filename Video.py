@@ -243,13 +243,30 @@ class VideoResult:
     cuts: list[int] = field(default_factory=list)
 
 
+def decode_errors(path: Path) -> str | None:
+    """The first error ffmpeg reports when decoding all of ``path``'s video (None: it decodes cleanly)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+                           "-f", "null", "-"], capture_output=True, text=True)
+    lines = [ln.split("] ")[-1].strip() for ln in done.stderr.splitlines() if ln.strip()]
+    if lines:
+        return lines[0]
+    return f"exit status {done.returncode}" if done.returncode else None
+
+
 def check_count(info: VideoInfo, decoded: int) -> None:
-    """VideoReadError for a video with no frames, or far fewer than its header promises (cut short)."""
+    """VideoReadError for a video with no frames, or with far fewer than its header promises and decoding
+    errors (cut short or damaged). A shortfall that decodes cleanly is a variable frame rate's estimate."""
     if decoded == 0:
         raise VideoReadError(f"{info.path}: the video has no frames")
     if info.frames and decoded < SHORTFALL * info.frames - 2:
-        raise VideoReadError(f"{info.path}: truncated or damaged video (decoded {decoded} of the {info.frames} "
-                             "frames its header lists); nothing was written")
+        error = decode_errors(info.path)
+        if error is not None:
+            raise VideoReadError(f"{info.path}: truncated or damaged video (decoded {decoded} of the {info.frames} "
+                                 f"frames its header lists; ffmpeg: {error[:120]}); nothing was written")
 
 
 def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float = VideoConfig().temporal_smoothing,

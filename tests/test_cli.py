@@ -114,3 +114,10 @@ def test_readme_names_only_files_that_exist():
     prose = re.sub(r"```.*?```|`[^`]*`", "", text, flags=re.S)  # names in code (LOCAL_RANK) are real
     placeholders = re.findall(r"\b[A-Z]{2,}(?:_[A-Z0-9]+)+\b", prose)
     assert not placeholders, f"README has unfilled placeholders: {placeholders}"
+
+
+def test_every_module_is_packaged():
+    """pip install . ships the top-level modules that pyproject.toml lists: every one of them."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
+    assert listed == {p.stem for p in ROOT.glob("*.py")}

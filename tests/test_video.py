@@ -206,3 +206,17 @@ def test_evaluate_prints_the_flicker_table(clip, tiny_checkpoint, tmp_path, caps
                         "--checkpoint", str(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "warp err S=0" in out and "pan.mkv" in out and (tmp_path / "ev" / "flicker.json").is_file()
+
+
+def test_a_variable_frame_rate_is_not_called_truncated(tiny_checkpoint, tmp_path):
+    """24 frames with a 2-second gap in their timestamps: the header suggests 72 frames, but the file
+    decodes cleanly, so it is colourised (24 frames out), not refused as cut short."""
+    import imageio_ffmpeg
+
+    src = tmp_path / "vfr.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=s=96x64:d=1:r=24", "-vf", "setpts='if(gte(N,12),PTS+2/TB,PTS)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", str(src)], check=True)
+    assert Video.open_video(src)[0].frames > 60
+    assert Engine.main([str(src), "--output", str(tmp_path / "o.mp4"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert len(decode(tmp_path / "o.mp4")[1]) == 24
