@@ -46,7 +46,8 @@ class VideoConfig:
     """Video output and temporal stability (Temporal.py, Video.py)."""
 
     # Weight of the flow-warped running ab estimate against each new prediction (0 = frame by frame).
-    # 0.8 cut the warping error of a grainy, flickering pan to 0.38x frame by frame (README, Video).
+    # 0.8 cut the warping error of grainy, flickering pans to 0.30-0.39x frame by frame (README, "Films and
+    # home movies"); higher is steadier but slower to follow a colour the model changes its mind about.
     temporal_smoothing: float = 0.8
     crf: int = 18  # H.264 constant rate factor: 18 is visually lossless for most footage
     # x264 speed/size trade-off. On 2 CPU cores at 1080p "veryfast" ran 1.5x faster than "medium" with a file

@@ -10,8 +10,12 @@ and flicker, and a cut), it prints:
     stabiliser and recombination; + encode;
   * the warping error (Temporal.WarpingError, Lab units) frame by frame and stabilised, and their ratio.
 
+``--sweep S1 S2 ...`` instead prints the warping error of examples/film_demo.mp4 for each smoothing S
+(how the default was chosen).
+
 Usage:
     python benchmarks/video_speed.py [--sizes 854x480 1920x1080] [--frames 48] [--repeats 3] [--device cpu]
+    python benchmarks/video_speed.py --sweep 0 0.5 0.7 0.8 0.9
 """
 from __future__ import annotations
 
@@ -89,6 +93,26 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
     return costs
 
 
+def sweep(strengths: list[float], device: str) -> int:
+    """The warping error of examples/film_demo.mp4 at each smoothing, and the carried colour's half-life."""
+    import math
+
+    import torch
+
+    import Evaluate
+    from Inference import Colorizer
+
+    colorizer = Colorizer.from_checkpoint(ROOT / "weights" / "colorizer.pt", torch.device(device))
+    clip = ROOT / "examples" / "film_demo.mp4"
+    base = None
+    for s in strengths:
+        err = Evaluate.flicker(colorizer, clip, s)["warping_error"]
+        base = base or err
+        half = f"{math.log(0.5) / math.log(s):.1f} frames" if 0 < s < 1 else "-"
+        print(f"S={s:g}: warping error {err:.3f} ({err / base:.2f}x the first), half-life of carried colour {half}")
+    return 0
+
+
 def main() -> int:
     from References import VideoConfig
 
@@ -98,7 +122,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="CLI runs per size and setting (medians)")
     ap.add_argument("--smoothing", type=float, default=VideoConfig().temporal_smoothing)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sweep", nargs="+", type=float, default=None,
+                    help="only print the demo clip's warping error at each of these smoothings")
     args = ap.parse_args()
+    if args.sweep:
+        return sweep(args.sweep, args.device)
     photos = [cv2.cvtColor(cv2.imread(str(ROOT / "examples" / n)), cv2.COLOR_BGR2RGB) for n in ("coffee.png", "astronaut.png")]
     print(f"{os.cpu_count()} cores; device {args.device}; {args.frames} frames a clip; "
           f"medians of {args.repeats}")
