@@ -86,8 +86,8 @@ def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
             report.written += r.written
             report.failed += r.failed
     where = report.written[0] if single and report.written else out
-    images = len(report.written) - videos
-    counts = " and ".join([f"{images} image(s)"] * bool(images or not videos) + [f"{videos} video(s)"] * bool(videos))
+    stills = len(report.written) - videos
+    counts = " and ".join([f"{stills} image(s)"] * bool(stills or not videos) + [f"{videos} video(s)"] * bool(videos))
     print(f"wrote {counts} to {where} with {colorizer.name}"
           + (f"; {len(report.failed)} failed (listed above)" if report.failed else ""))
     return 1 if report.failed else 0
