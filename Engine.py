@@ -207,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output folder, created; with one input file it may name the output file (e.g. out.png) "
                         f"(default: {p.results_dir}/; evaluate writes CSV/JSON to {p.results_dir}/evaluation/, "
                         "plus a grid PNG only when --output is given)")
-    g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output file format in folder mode")
+    g.add_argument("--format", choices=("png", "jpg", "webp"), default="png",
+                   help="image output format in folder mode (videos are always .mp4)")
     g.add_argument("--side-by-side", action="store_true",
-                   help="also write <stem>_compare.png: grey | colourised | original (if in colour)")
+                   help="images: also write <stem>_compare.png: grey | colourised | original (if in colour)")
     g.add_argument("--temperature", type=float, default=None,
                    help="annealed-mean temperature for classification models (lower = more vivid) "
                         f"(default: the checkpoint's, {m.temperature} when trained here)")
