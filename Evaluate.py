@@ -33,7 +33,7 @@ from Inference import Colorizer, fit_height, grey_of, hstack, load_batches, to_r
 from Metrics import colorfulness, psnr, ssim, summarise
 from ModelIO import atomic_write
 from Temporal import WarpingError, flow_grid, lab_ab
-from Video import VideoReadError, check_count, colorize_frames, frames_per_batch, open_video
+from Video import VideoReadError, check_count, colorize_frames, open_video
 
 
 def score(pred: np.ndarray, truth: np.ndarray, method: str, name: str) -> dict:
@@ -97,10 +97,10 @@ def flicker(colorizer: Colorizer, src: Path, smoothing: float, batch_size: int =
     """Colourise ``src`` without writing it and measure the output's warping error (Temporal.WarpingError,
     Lab units) and speed: {"frames", "warping_error", "fps", "cuts"}."""
     info, frames = open_video(src, max_pixels)
-    grid = flow_grid((info.height, info.width))
+    grid = flow_grid((info.height, info.width))  # the grid colorize_frames' luma is on
     meter, n, start, measuring = WarpingError(), 0, time.perf_counter(), 0.0
     with contextlib.closing(frames):
-        for grey, out, _ in colorize_frames(colorizer, frames, grid, smoothing, frames_per_batch(info, batch_size)):
+        for grey, out, _ in colorize_frames(colorizer, info, frames, smoothing, batch_size):
             t = time.perf_counter()
             meter.add(grey, lab_ab(out, grid))
             measuring += time.perf_counter() - t

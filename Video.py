@@ -9,8 +9,9 @@ Decoding and encoding use the ffmpeg binary that the imageio-ffmpeg wheel ships:
 dependency that reads every common container and codec, writes H.264 (libx264) that every player
 opens, and copies or re-encodes the audio track, which OpenCV's VideoWriter cannot do at all. Frames
 cross pipes one at a time, so memory is bounded by the batch and one frame's full-resolution
-buffers, whatever the film's length. The output is written to a temporary file, checked (frame
-count) and only then renamed into place: an interrupted run leaves no half-written video.
+buffers, whatever the film's length. The output is written through ModelIO.atomic_write (a temporary
+file, renamed into place) and its frame count is checked before the rename: an interrupted run leaves
+no half-written video.
 
 Usage:
     colorizer = Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu"))
@@ -20,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,12 +34,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from FullResolution import recombine_image
-from Inference import Colorizer, Report, plan_outputs
+from Inference import BATCH_PIXELS, Colorizer, Report, plan_outputs
+from ModelIO import atomic_write
 from References import VIDEO_OUTPUT, VideoConfig
 from Temporal import Stabiliser, flow_grid, luminance
 
 MP4_AUDIO = ("aac", "mp3", "alac", "ac3", "eac3")  # copied as they are; anything else becomes AAC
-FRAME_PIXELS_BUDGET = 24_000_000  # decoded pixels held at once (as Inference.BATCH_PIXELS)
 SHORTFALL = 0.9  # fewer decoded frames than this share of the header's count: the file is cut short
 
 
@@ -85,14 +84,20 @@ def _reason(text: str) -> str:
     return "cannot decode video" + (f" ({lines[-1][:160]})" if lines else "")
 
 
-def exact_fps(path: Path, rounded: float) -> Fraction:
-    """The stream's frame rate as a fraction (24000/1001, not ffmpeg's printed 23.98): from OpenCV's
-    reading of the container, when it agrees with ffmpeg's, else ``rounded`` as a fraction."""
+def opencv_reading(path: Path | str) -> tuple[float, int]:
+    """(frame rate, frame count) as OpenCV reads them from the container; (0.0, 0) if it cannot open it."""
     cap = cv2.VideoCapture(str(path))
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+        if not cap.isOpened():
+            return 0.0, 0
+        return cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         cap.release()
+
+
+def exact_fps(fps: float, rounded: float) -> Fraction:
+    """The stream's frame rate as a fraction (24000/1001, not ffmpeg's printed 23.98): OpenCV's ``fps``
+    when it agrees with ffmpeg's ``rounded``, else ``rounded`` as a fraction."""
     if fps > 0 and (rounded <= 0 or abs(fps - rounded) < 0.011):
         return Fraction(fps).limit_denominator(100_000)
     if rounded <= 0:
@@ -113,7 +118,8 @@ def open_video(path: Path, max_pixels: int | None = None) -> tuple[VideoInfo, It
     try:
         meta = next(reader)
         width, height = meta["size"]
-        fps = exact_fps(path, float(meta.get("fps") or 0))
+        cv_fps, counted = opencv_reading(path)
+        fps = exact_fps(cv_fps, float(meta.get("fps") or 0))
     except (OSError, RuntimeError, KeyError, ValueError, StopIteration) as e:
         reader.close()
         raise VideoReadError(f"{path}: {_reason(str(e))}") from None
@@ -121,9 +127,6 @@ def open_video(path: Path, max_pixels: int | None = None) -> tuple[VideoInfo, It
         reader.close()
         raise VideoReadError(f"{path}: frames too large ({width}x{height} pixels, {width * height / 1e6:.1f} MP; "
                              f"the limit is {max_pixels / 1e6:g} MP, raise it with --max-megapixels)")
-    cap = cv2.VideoCapture(str(path))
-    counted = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-    cap.release()
     frames = counted if counted > 0 else round(float(meta.get("duration") or 0) * float(fps))
     info = VideoInfo(path, width, height, fps, max(frames, 0), str(meta.get("codec", "?")), meta.get("audio_codec"))
 
@@ -142,18 +145,16 @@ class _Abort(BaseException):
 
 
 class VideoWriter:
-    """An H.264 MP4 of ``info``'s size and exact frame rate, with ``info``'s audio track (copied when MP4
-    holds it, else AAC), written to a temporary file beside ``path`` and renamed onto it by ``commit``
-    once its frame count checks out. Leaving the ``with`` block without commit deletes it."""
+    """Writes ``path`` as an H.264 MP4 of ``info``'s size and exact frame rate, with ``info``'s audio track
+    (copied when MP4 holds it, else AAC). ``finish`` completes it and checks that it holds every frame;
+    leaving the ``with`` block without ``finish`` kills the encoder. Errors name ``label`` (the output the
+    user asked for; ``path`` is normally atomic_write's temporary file)."""
 
-    def __init__(self, path: Path, info: VideoInfo, cfg: VideoConfig = VideoConfig()) -> None:
+    def __init__(self, path: Path | str, info: VideoInfo, cfg: VideoConfig = VideoConfig(),
+                 label: Path | None = None) -> None:
         import imageio_ffmpeg
 
-        self.path, self.written = Path(path), 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + VIDEO_OUTPUT,
-                                        dir=self.path.parent)
-        os.close(fd)
+        self.path, self.label, self.written = str(path), label or Path(path), 0
         # 4:2:0 needs even sides; odd-sized frames keep their size in 4:4:4 (fewer players, no resize)
         pix = "yuv420p" if info.width % 2 == 0 and info.height % 2 == 0 else "yuv444p"
         extra = ["-crf", str(cfg.crf), "-preset", cfg.preset, "-movflags", "+faststart"]
@@ -161,7 +162,7 @@ class VideoWriter:
         if info.audio_codec:
             audio = {"audio_path": str(info.path),
                      "audio_codec": "copy" if info.audio_codec in MP4_AUDIO else "aac"}
-        self._gen = imageio_ffmpeg.write_frames(self.tmp, (info.width, info.height), pix_fmt_out=pix, fps=info.fps,
+        self._gen = imageio_ffmpeg.write_frames(self.path, (info.width, info.height), pix_fmt_out=pix, fps=info.fps,
                                                 codec="libx264", quality=None, macro_block_size=1,
                                                 ffmpeg_log_level="error", output_params=extra, **audio)
         self._gen.send(None)
@@ -171,20 +172,16 @@ class VideoWriter:
         try:
             self._gen.send(np.ascontiguousarray(frame))
         except OSError as e:
-            raise OSError(f"{self.path}: cannot write video ({str(e).splitlines()[0]})") from None
+            raise OSError(f"{self.label}: cannot write video ({str(e).splitlines()[0]})") from None
         self.written += 1
 
-    def commit(self) -> None:
-        """Finish the file, check that it holds every frame, and rename it onto the output path."""
+    def finish(self) -> None:
+        """Let the encoder finish the file, then check that it holds every frame written."""
         self._gen.close()
         self._gen = None
-        cap = cv2.VideoCapture(self.tmp)
-        found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
-        cap.release()
+        found = opencv_reading(self.path)[1]
         if found != self.written:
-            raise OSError(f"{self.path}: the encoder wrote {found} of {self.written} frames; nothing was saved")
-        os.chmod(self.tmp, 0o666 & ~_umask())
-        os.replace(self.tmp, self.path)
+            raise OSError(f"{self.label}: the encoder wrote {found} of {self.written} frames; nothing was saved")
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -193,14 +190,6 @@ class VideoWriter:
         if self._gen is not None:
             with contextlib.suppress(_Abort, StopIteration, OSError):
                 self._gen.throw(_Abort())
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def batched(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
@@ -215,12 +204,14 @@ def batched(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
         yield batch
 
 
-def colorize_frames(colorizer: Colorizer, frames: Iterator[np.ndarray], grid: tuple[int, int], smoothing: float,
-                    batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
-    """Frames (uint8 RGB (H, W, 3), in order) -> (input luma on the grid (h, w), colourised uint8 RGB (H, W, 3),
-    the stabiliser), in order. ``smoothing`` 0 colourises each frame on its own; L is never changed."""
+def colorize_frames(colorizer: Colorizer, info: VideoInfo, frames: Iterator[np.ndarray], smoothing: float,
+                    batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
+    """Frames of the video ``info`` describes (uint8 RGB (H, W, 3), in order) -> (input luma on the flow grid
+    (h, w), colourised uint8 RGB (H, W, 3), the stabiliser), in order. ``smoothing`` 0 colourises each frame
+    on its own; L is never changed. Batches: ``frames_per_batch``."""
+    grid = flow_grid((info.height, info.width))
     stab = Stabiliser(smoothing)
-    for batch in batched(frames, batch_size):
+    for batch in batched(frames, frames_per_batch(info, batch_size)):
         ab = colorizer.ab_for(batch).numpy()  # (B, 2, h, w) in [-1, 1]
         for frame, a in zip(batch, ab):
             grey = luminance(frame, grid)
@@ -230,8 +221,8 @@ def colorize_frames(colorizer: Colorizer, frames: Iterator[np.ndarray], grid: tu
 
 
 def frames_per_batch(info: VideoInfo, batch_size: int) -> int:
-    """``batch_size``, fewer for large frames, so a batch holds at most FRAME_PIXELS_BUDGET pixels."""
-    return max(1, min(batch_size, FRAME_PIXELS_BUDGET // max(1, info.width * info.height)))
+    """``batch_size``, fewer for large frames, so a batch holds at most Inference.BATCH_PIXELS pixels."""
+    return max(1, min(batch_size, BATCH_PIXELS // max(1, info.width * info.height)))
 
 
 @dataclass
@@ -279,20 +270,25 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
     """
     start = time.perf_counter()
     info, frames = open_video(src, max_pixels)
-    grid = flow_grid((info.height, info.width))
     bar = tqdm(total=info.frames or None, desc=src.name, unit="frame", disable=not progress, leave=False)
-    try:
-        with VideoWriter(dst, info, cfg) as writer:
-            stab = None
-            for _, out, stab in colorize_frames(colorizer, frames, grid, smoothing, frames_per_batch(info, batch_size)):
+    result = VideoResult(0, 0.0)
+
+    def write(tmp: str) -> None:
+        with VideoWriter(tmp, info, cfg, label=dst) as writer:
+            for _, out, stab in colorize_frames(colorizer, info, frames, smoothing, batch_size):
                 writer.write(out)
                 bar.update(1)
+                result.cuts = stab.cuts
             check_count(info, writer.written)
-            writer.commit()
+            writer.finish()
+        result.frames = writer.written
+    try:
+        atomic_write(dst, write, keep_suffix=True)
     finally:
         bar.close()
         frames.close()
-    return VideoResult(writer.written, time.perf_counter() - start, list(stab.cuts) if stab else [])
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
@@ -300,11 +296,14 @@ def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, o
                     max_pixels: int | None = None, output_file: Path | None = None, progress: bool = True) -> Report:
     """Colourise each video into ``output_dir`` as <stem>.mp4 (or the one video into ``output_file``).
     A video that fails is reported on one line naming it; the others are still written."""
-    outs = [output_file] if output_file is not None else plan_outputs(files, input_root, output_dir, VIDEO_OUTPUT)
+    if output_file is not None:
+        if output_file.resolve() == files[0].resolve():
+            raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
+        outs = [output_file]
+    else:
+        outs = plan_outputs(files, input_root, output_dir, VIDEO_OUTPUT)
     report = Report()
     for src, dst in zip(files, outs):
-        if dst.resolve() == src.resolve():
-            raise ValueError(f"--output {dst} is the input itself; inputs are never overwritten")
         try:
             r = colorize_video(colorizer, src, dst, smoothing, batch_size, max_pixels, progress,
                                dataclasses.replace(VideoConfig(), crf=crf))

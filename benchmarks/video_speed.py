@@ -54,7 +54,6 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
     import torch
 
     import Evaluate
-    import Temporal
     import Video
     from Inference import Colorizer
 
@@ -78,8 +77,7 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
 
     def colourise() -> int:
         info, frames = Video.open_video(clip)
-        grid = Temporal.flow_grid((info.height, info.width))
-        return sum(1 for _ in Video.colorize_frames(colorizer, frames, grid, smoothing, Video.frames_per_batch(info, 8)))
+        return sum(1 for _ in Video.colorize_frames(colorizer, info, frames, smoothing))
 
     def everything() -> int:
         with tempfile.TemporaryDirectory() as d:

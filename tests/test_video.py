@@ -60,8 +60,7 @@ def run(colorizer, clip: Path, smoothing: float) -> tuple[list[np.ndarray], Temp
     """The colourised frames of ``clip``, before encoding, and the stabiliser that made them."""
     info, frames = Video.open_video(clip)
     outs, stab = [], None
-    for _, out, stab in Video.colorize_frames(colorizer, frames, Temporal.flow_grid((info.height, info.width)),
-                                              smoothing, 8):
+    for _, out, stab in Video.colorize_frames(colorizer, info, frames, smoothing):
         outs.append(out)
     return outs, stab
 
