@@ -58,34 +58,31 @@ def output_target(inputs: list[Path], out: Path) -> bool:
 def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
     """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed."""
     from Inference import colorize_paths, Report
-    from LoadData import find_images, is_video
+    from LoadData import find_images, split_videos
 
     inputs = input_paths(args, paths.examples_dir)
     out = paths.results_dir
     single = output_target(inputs, out)
+    batch, max_pixels = args.batch_size or 8, int(args.max_megapixels * 1e6)
     colorizer = open_colorizer(args, paths, device)
-    report, videos = Report(), 0
+    report = Report()
     for inp in inputs:
-        files = find_images(inp, videos=True)
-        clips = [f for f in files if is_video(f)]
-        images = [f for f in files if not is_video(f)]
-        rs = []
+        images, clips = split_videos(find_images(inp, videos=True))
+        runs = []
         if images:
-            rs.append(colorize_paths(colorizer, images, inp, out.parent if single else out,
-                                     batch_size=args.batch_size or 8, side_by_side=args.side_by_side,
-                                     suffix=out.suffix if single else "." + args.format,
-                                     max_pixels=int(args.max_megapixels * 1e6), output_file=out if single else None))
+            runs.append(colorize_paths(colorizer, images, inp, out.parent if single else out, batch_size=batch,
+                                       side_by_side=args.side_by_side, suffix=out.suffix if single else "." + args.format,
+                                       max_pixels=max_pixels, output_file=out if single else None))
         if clips:
             from Video import colorize_videos
 
-            rs.append(colorize_videos(colorizer, clips, inp, out, smoothing=args.temporal_smoothing, crf=args.crf,
-                                      batch_size=args.batch_size or 8, max_pixels=int(args.max_megapixels * 1e6),
-                                      output_file=out if single else None))
-            videos += len(rs[-1].written)
-        for r in rs:
+            runs.append(colorize_videos(colorizer, clips, inp, out, smoothing=args.temporal_smoothing, crf=args.crf,
+                                        batch_size=batch, max_pixels=max_pixels, output_file=out if single else None))
+        for r in runs:
             report.written += r.written
             report.failed += r.failed
     where = report.written[0] if single and report.written else out
+    videos = sum(p.suffix == VIDEO_OUTPUT for p in report.written)  # image outputs never end in .mp4
     stills = len(report.written) - videos
     counts = " and ".join([f"{stills} image(s)"] * bool(stills or not videos) + [f"{videos} video(s)"] * bool(videos))
     print(f"wrote {counts} to {where} with {colorizer.name}"
@@ -97,7 +94,7 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid).
     Videos get the flicker table instead: warping error frame by frame and stabilised, and speed."""
     from Evaluate import evaluate_folder, evaluate_videos, format_table, write_reports
-    from LoadData import find_images, is_video
+    from LoadData import find_images, split_videos
     from Metrics import summarise
 
     colorizer = open_colorizer(args, paths, device)
@@ -105,13 +102,11 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     out_root = Path(args.output) if args.output else paths.results_dir / "evaluation"
     failures = 0
     for folder in folders:
-        files = find_images(folder, videos=True)
+        images, clips = split_videos(find_images(folder, videos=True))
         out_dir = out_root / folder.name if len(folders) > 1 else out_root
-        clips = [f for f in files if is_video(f)]
         if clips:
             failures += evaluate_videos(colorizer, clips, out_dir, args.temporal_smoothing, args.batch_size or 8,
                                         int(args.max_megapixels * 1e6))
-        images = [f for f in files if not is_video(f)]
         if not images:
             continue
         rows, grid, failed = evaluate_folder(colorizer, images, args.batch_size or 8,

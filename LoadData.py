@@ -85,6 +85,11 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def split_videos(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(the images, the videos) of ``files``, each in the given order."""
+    return [f for f in files if not is_video(f)], [f for f in files if is_video(f)]
+
+
 def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
                formats: tuple[str, ...] | None = None) -> np.ndarray:
     """Decode an image file (a path, or a binary file object such as an upload) to its pixels, compactly.
