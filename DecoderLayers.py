@@ -7,6 +7,8 @@ global-context vector pooled from the deepest tap is broadcast back over the ima
   * regression: tanh -> ab in [-1, 1], upsampled bilinearly to the input size;
   * classification: logits over quantised ab bins at half the input resolution
     (decoded to ab by ``Inference.decode_prediction``).
+``DecoderEnsemble`` runs several trained classification decoders on the same taps and
+multiplies their colour distributions (the release may ship two; see Export.export_release).
 
 Usage:
     decoder = Decoder(taps=("relu2_2", "relu3_3", "relu4_3", "relu5_3"), widths=dict(cfg.widths))
@@ -104,6 +106,27 @@ class Decoder(nn.Module):
         return F.interpolate(out, size=L.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class DecoderEnsemble(nn.Module):
+    """Several trained classification decoders on the same encoder taps, as one decoder.
+
+    Their colour distributions are combined as a normalised geometric mean (a product of
+    experts): the mean of the members' log-probabilities, (B, Q, h, w). Those are valid logits:
+    the annealed mean's softmax renormalises them, so decoding is unchanged. The geometric mean
+    keeps colours that both members favour sharp, where an arithmetic mean would grey them.
+    """
+
+    def __init__(self, members: list[Decoder]) -> None:
+        super().__init__()
+        if len(members) < 2 or any(m.out_channels == 2 for m in members):
+            raise ValueError("an ensemble needs at least two classification decoders")
+        self.members = nn.ModuleList(members)
+        self.taps, self.out_channels = members[0].taps, members[0].out_channels
+
+    def forward(self, feats: list[torch.Tensor], L: torch.Tensor) -> torch.Tensor:
+        logp = [F.log_softmax(m(feats, L).float(), dim=1) for m in self.members]
+        return torch.stack(logp).mean(dim=0)
+
+
 class ColorizationModel(nn.Module):
     """Frozen encoder + trainable decoder. ``forward(L)`` returns the prediction and nothing else.
 
@@ -111,7 +134,7 @@ class ColorizationModel(nn.Module):
     or logits (B, Q, ~H/s, ~W/s) for classification (s = stride of the shallowest tap).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: Decoder) -> None:
+    def __init__(self, encoder: nn.Module, decoder: Decoder | DecoderEnsemble) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder

@@ -139,14 +139,18 @@ def run_export(args: argparse.Namespace, paths: Paths) -> int:
 
     if not args.output:
         raise ValueError("--mode export needs --output, e.g. weights/colorizer.onnx or weights/colorizer.pt")
-    source = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
+    if args.ensemble and (args.checkpoint or len(args.ensemble) < 2):
+        raise ValueError("--ensemble takes two or more checkpoints and replaces --checkpoint")
+    sources = [Path(c) for c in args.ensemble] if args.ensemble else \
+        [Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint]
     out = Path(args.output)
     if out.suffix not in (".onnx", ".pt"):
         raise ValueError(f"--output {out}: name a .onnx (ONNX graph) or .pt (release checkpoint) file")
-    if out.resolve() == source.resolve():
-        raise ValueError(f"--output {out} is the --checkpoint itself; write the export elsewhere")
-    report = (export_onnx if out.suffix == ".onnx" else export_release)(source, out)
-    print(f"wrote {out} from {source}: {describe(report)}")
+    if any(out.resolve() == s.resolve() for s in sources):
+        raise ValueError(f"--output {out} is one of the sources; write the export elsewhere")
+    export = export_onnx if out.suffix == ".onnx" else export_release
+    report = export(sources if len(sources) > 1 else sources[0], out, args.temperature)
+    print(f"wrote {out} from {' + '.join(map(str, sources))}: {describe(report)}")
     return 0
 
 
@@ -207,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--side-by-side", action="store_true",
                    help="images: also write <stem>_compare.png: grey | colourised | original (if in colour)")
     g.add_argument("--temperature", type=float, default=None,
-                   help="annealed-mean temperature for classification models (lower = more vivid) "
-                        f"(default: the checkpoint's, {m.temperature} when trained here)")
+                   help="annealed-mean temperature for classification models (lower = more vivid); with "
+                        "--mode export, the release's new default (default: the checkpoint's, "
+                        f"{m.temperature} when trained here)")
     g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
                    help="videos: weight in [0, 1) of the colour carried along the motion from earlier frames "
                         "against each frame's own prediction, where optical flow can follow the scene; reset at "
@@ -221,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=4, help="waitress worker threads")
     g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
                    help="images decoded and colourised at once; bounds the server's memory (others wait)")
+    g = ap.add_argument_group("export")
+    g.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
+                   help="instead of --checkpoint: two or more classification runs (same working size, decoder "
+                        "and ab bins) whose decoders become one model on the shared frozen encoder, their "
+                        "colour distributions multiplied; each member adds its decoder's time and about 4 MB")
     g = ap.add_argument_group("training (batch size and learning rate: the global batch is --batch-size x the "
                               "number of processes; the learning rate is not scaled for you, and with N "
                               "processes the linear-scaling rule suggests --lr x N)")

@@ -1,6 +1,8 @@
 """Release files: a verified .pt release, and an ONNX graph for ONNX Runtime.
 
-Owns turning a training checkpoint into what users get:
+Owns turning training checkpoints into what users get:
+  * ``assemble``: one checkpoint as it is, or several runs' decoders as one model on the shared
+    frozen encoder (DecoderLayers.DecoderEnsemble), optionally with a new default temperature;
   * ``export_release``: a self-contained .pt without optimizer state, float16 where that is
     safe (ModelIO.release_state_dict). It refuses to write a file in which any tensor is not
     finite, or whose decoded ab on a fixed batch (the bundled examples at the working size)
@@ -10,19 +12,26 @@ Owns turning a training checkpoint into what users get:
 
 Usage:
     report = export_release(Path("runs/x/last.pt"), Path("weights/colorizer.pt"))
+    report = export_release([Path("runs/a/last.pt"), Path("runs/b/last.pt")], Path("weights/colorizer.pt"), 0.2)
     report = export_onnx(Path("weights/colorizer.pt"), Path("weights/colorizer.onnx"))
     python Engine.py --mode export --checkpoint runs/x/last.pt --output weights/colorizer.pt
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from DecoderLayers import ColorizationModel, DecoderEnsemble
+
 from LoadData import find_images, load_rgb, normalize_lab, resize_to_square, rgb_to_lab, to_tensor
 from ModelIO import atomic_write, decode_prediction, load_checkpoint, nonfinite_tensors, save_checkpoint
 from References import LAB, ModelConfig, Paths
+
+# What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
+SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members")
 
 # Largest |ab| difference (Lab units, any pixel of the fixed batch) a release may show against its
 # source. float16 conv weights move the decoded ab by about 0.01-0.1 units on average; an overflowed
@@ -71,31 +80,74 @@ def check_within(diff: dict[str, float], tolerance: dict[str, float], what: str)
                           "Lab units on the reference batch; not written")
 
 
+def _check_members(sources: list[Path], loaded: list[tuple[nn.Module, dict]]) -> None:
+    """Raise ValueError naming the file unless every run can join the first one's ensemble."""
+    (first, ckpt0), cfg0 = loaded[0], loaded[0][1]["model_config"]
+    if cfg0.loss != "classification" or cfg0.members != 1:
+        raise ValueError(f"{sources[0]}: only single classification models can be combined")
+    for src, (model, ckpt) in zip(sources[1:], loaded[1:]):
+        cfg = ckpt["model_config"]
+        differ = [k for k in SHARED_CONFIG if getattr(cfg, k) != getattr(cfg0, k)]
+        if differ:
+            raise ValueError(f"{src}: cannot join {sources[0]} in an ensemble, its {', '.join(differ)} differ")
+        if not torch.equal(ckpt["extras"]["ab_bins"], ckpt0["extras"]["ab_bins"]):
+            raise ValueError(f"{src}: cannot join {sources[0]} in an ensemble, its ab bins differ")
+        # Releases store the encoder in float16, so equal at that precision is the same frozen VGG16.
+        mine, theirs = model.encoder.state_dict(), first.encoder.state_dict()
+        if any(not torch.equal(mine[k].half(), theirs[k].half()) for k in theirs):
+            raise ValueError(f"{src}: cannot join {sources[0]} in an ensemble, its encoder weights differ")
+
+
+def assemble(sources: Path | list[Path], temperature: float | None = None) -> tuple[nn.Module, ModelConfig, dict, dict]:
+    """The model a release is made of: one checkpoint, or the decoders of several on the first one's encoder.
+
+    Returns (model in eval mode on the CPU, its config with ``temperature`` as the new default
+    when given, extras (ab bins and the first run's prior), the training record to store:
+    {"epoch", "best_metric", "config"}; an ensemble's config lists its members' runs).
+    """
+    sources = [Path(s) for s in (sources if isinstance(sources, list) else [sources])]
+    loaded = [load_checkpoint(s, torch.device("cpu")) for s in sources]
+    model, ckpt = loaded[0]
+    cfg = ckpt["model_config"]
+    record = {"epoch": ckpt["epoch"], "best_metric": ckpt["best_metric"], "config": ckpt["config"]}
+    if len(loaded) > 1:
+        _check_members(sources, loaded)
+        model = ColorizationModel(model.encoder, DecoderEnsemble([m.decoder for m, _ in loaded]))
+        cfg = dataclasses.replace(cfg, members=len(loaded))
+        record = {"epoch": max(c["epoch"] for _, c in loaded), "best_metric": float("inf"), "config": {
+            "ensemble_of": [{"source": s.name, "epoch": c["epoch"], "config": c["config"]}
+                            for s, (_, c) in zip(sources, loaded)]}}
+    if temperature is not None:
+        if not 0 < temperature <= 10:
+            raise ValueError(f"--temperature {temperature}: give a value in (0, 10]")
+        cfg = dataclasses.replace(cfg, temperature=float(temperature))
+    return model.eval(), cfg, ckpt["extras"], record
+
+
 @torch.no_grad()
-def export_release(source: Path, output: Path, tolerance: dict[str, float] | None = None) -> dict:
-    """Write ``output`` from the training checkpoint ``source``, verified; returns the figures.
+def export_release(source: Path | list[Path], output: Path, temperature: float | None = None,
+                   tolerance: dict[str, float] | None = None) -> dict:
+    """Write ``output`` from the training checkpoint ``source`` (or several, as an ensemble), verified.
 
     The file is first written next to ``output`` under a temporary name, read back with
-    ``weights_only=True`` exactly as users read it, checked, and only then renamed onto
-    ``output``. Raises ExportError (and leaves ``output`` untouched) if any check fails.
+    ``weights_only=True`` exactly as users read it, checked against the float32 model
+    assembled from the sources, and only then renamed onto ``output``. Raises ExportError
+    (and leaves ``output`` untouched) if any check fails. Returns the figures.
     """
     tolerance = tolerance or RELEASE_TOLERANCE
-    cpu = torch.device("cpu")
-    model, ckpt = load_checkpoint(source, cpu)
-    cfg, extras = ckpt["model_config"], ckpt["extras"]
+    model, cfg, extras, record = assemble(source, temperature)
     bins = extras.get("ab_bins")
     L = reference_batch(cfg.image_size)
     want = ColorizerGraph(model, cfg, bins)(L)
     report: dict = {}
 
     def write_checked(tmp: str) -> None:
-        save_checkpoint(Path(tmp), model, cfg, epoch=ckpt["epoch"], best_metric=ckpt["best_metric"],
-                        config=ckpt["config"], extras=extras, release=True)
+        save_checkpoint(Path(tmp), model, cfg, extras=extras, release=True, **record)
         raw = torch.load(tmp, map_location="cpu", weights_only=True)
         bad = nonfinite_tensors(raw)
         if bad:
             raise ExportError(f"{output}: {len(bad)} tensor(s) would not be finite (first: {bad[0]}); not written")
-        released, _ = load_checkpoint(tmp, cpu)
+        released, _ = load_checkpoint(tmp, torch.device("cpu"))
         report.update(ab_difference(ColorizerGraph(released, cfg, bins)(L), want))
         check_within(report, tolerance, str(output))
         report["bytes"] = Path(tmp).stat().st_size
@@ -108,8 +160,11 @@ def export_release(source: Path, output: Path, tolerance: dict[str, float] | Non
 
 
 @torch.no_grad()
-def export_onnx(source: Path, output: Path, opset: int = 18, tolerance: dict[str, float] | None = None) -> dict:
-    """Write the model of checkpoint ``source`` with its ab decoding as ONNX; checked with ONNX Runtime.
+def export_onnx(source: Path | list[Path], output: Path, temperature: float | None = None, opset: int = 18,
+                tolerance: dict[str, float] | None = None) -> dict:
+    """Write the model of checkpoint ``source`` (or ``assemble``'s ensemble) with its ab decoding as ONNX.
+
+    Checked with ONNX Runtime against torch on the reference batch before it is renamed into place.
 
     Input "L": (batch, 1, S, S) float32 in [-1, 1], S fixed to the working size
     (``model_config.image_size``, which is all inference feeds it), batch dynamic. Output "ab":
@@ -119,9 +174,9 @@ def export_onnx(source: Path, output: Path, opset: int = 18, tolerance: dict[str
     import onnxruntime as ort
 
     tolerance = tolerance or RELEASE_TOLERANCE
-    model, ckpt = load_checkpoint(source, torch.device("cpu"))
-    cfg = ckpt["model_config"]
-    graph = ColorizerGraph(model, cfg, ckpt["extras"].get("ab_bins")).eval()
+    model, cfg, extras, _ = assemble(source, temperature)
+    names = " + ".join(Path(s).name for s in (source if isinstance(source, list) else [source]))
+    graph = ColorizerGraph(model, cfg, extras.get("ab_bins")).eval()
     L = reference_batch(cfg.image_size)
     want = graph(L)
 
@@ -131,7 +186,7 @@ def export_onnx(source: Path, output: Path, opset: int = 18, tolerance: dict[str
                           dynamo=True, verbose=False)
         proto = onnx.load(tmp)
         for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("temperature", cfg.temperature),
-                           ("source", Path(source).name)):
+                           ("source", names)):
             proto.metadata_props.add(key=key, value=str(value))
         onnx.save(proto, tmp)
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])

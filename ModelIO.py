@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import Quantization
-from DecoderLayers import ColorizationModel, Decoder
+from DecoderLayers import ColorizationModel, Decoder, DecoderEnsemble
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
 from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 
@@ -40,14 +40,15 @@ READABLE_FORMATS = (1, CHECKPOINT_FORMAT)  # format 1 had no "progress" (mid-epo
 def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | None = None) -> ColorizationModel:
     """Frozen VGG16 encoder (weights from ``backbone``, see EncoderLayers) + fresh decoder.
 
-    A classification model has ``n_bins`` outputs (default: the bins of ``cfg.ab_grid``).
+    A classification model has ``n_bins`` outputs (default: the bins of ``cfg.ab_grid``);
+    with ``cfg.members`` > 1 the decoder is a DecoderEnsemble of that many.
     """
     encoder = FrozenVGG16Encoder(load_vgg16_features(backbone), cfg.taps)
     out = 2
     if cfg.loss == "classification":
         out = n_bins or Quantization.num_bins(cfg.ab_grid)
-    decoder = Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out)
-    return ColorizationModel(encoder, decoder)
+    decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out) for _ in range(cfg.members)]
+    return ColorizationModel(encoder, decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders))
 
 
 def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor | None = None,

@@ -129,6 +129,9 @@ class ModelConfig:
     # classification head: ab grid step and annealed-mean temperature (Zhang et al. 2016)
     ab_grid: int = 10
     temperature: float = 0.38
+    # decoders on the one frozen encoder whose colour distributions are multiplied (a product of
+    # experts); > 1 only in release files assembled from trained runs by Export.export_release
+    members: int = 1
 
     def scaled(self, width: float) -> "ModelConfig":
         """This config with every decoder width (and the global width) multiplied by ``width``."""

@@ -252,6 +252,9 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
     """
     if plan["checkpoint"]:
         model, ckpt = load_checkpoint(plan["checkpoint"], dist.device)
+        if ckpt["model_config"].members > 1:
+            raise ValueError(f"{plan['checkpoint']}: an ensemble of {ckpt['model_config'].members} decoders "
+                             "assembled for release cannot be trained on; resume one of the runs it was made from")
         return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
     extras = class_prior(train_files, cfg, tcfg, dist) if cfg.loss == "classification" else {}
     model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(dist.device)

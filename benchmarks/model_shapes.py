@@ -1,13 +1,13 @@
 """Forward cost of the model shapes in the README sweep table (a script, not a test).
 
-Builds each (working size, decoder width) shape with the real backbone and a fresh decoder
+Builds each (working size, decoder width[, ensemble members]) shape with the real backbone and a fresh decoder
 (cost does not depend on the decoder's weights), then times the forward pass at batch
 --batch in interleaved rounds, so that the ratios come from the same run on a noisy machine.
 Prints the median ms per image and each shape's ratio to the first.
 
 Usage:
     python benchmarks/model_shapes.py [--backbone ../shared/weights/vgg16_features_imagenet.pth] \
-        [--shapes 128x1 176x1 128x1.5] [--batch 8] [--rounds 7]
+        [--shapes 128x1 176x1 128x1.5 128x1x2] [--batch 8] [--rounds 7]
 """
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ from References import ModelConfig  # noqa: E402
 
 
 def shape_config(spec: str) -> ModelConfig:
-    """'176x1.5' -> a ModelConfig at 176 px with every decoder width x 1.5 (as --decoder-width)."""
-    size, width = spec.split("x")
-    return dataclasses.replace(ModelConfig().scaled(float(width)), image_size=int(size))
+    """'176x1.5' -> a ModelConfig at 176 px with every decoder width x 1.5 (as --decoder-width);
+    '128x1x2' -> two such decoders as one ensemble (Export.assemble)."""
+    size, width, members = (spec.split("x") + ["1"])[:3]
+    return dataclasses.replace(ModelConfig().scaled(float(width)), image_size=int(size), members=int(members))
 
 
 def main() -> None:

@@ -5,8 +5,12 @@ model config, and for classification the ab bins and prior) plus the training re
 (epoch, best metric, resolved config); conv weights are float16, BatchNorm float32.
 It is refused if any tensor is not finite or its outputs drift from the source (see Export.py).
 
+Several checkpoints become one ensemble (their decoders on the shared frozen encoder, see
+Export.assemble); ``--temperature`` sets the release's default decoding temperature.
+
 Usage:
     python scripts/export_model.py runs/class128/last.pt weights/colorizer.pt
+    python scripts/export_model.py runs/a/last.pt runs/b/last.pt weights/colorizer.pt --temperature 0.2
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ from Export import ExportError, describe, export_release  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="a last.pt/best.pt from a training run")
+    ap.add_argument("checkpoint", nargs="+", help="a last.pt/best.pt from a training run (several: an ensemble)")
     ap.add_argument("output", help="release file to write, e.g. weights/colorizer.pt")
+    ap.add_argument("--temperature", type=float, default=None, help="the release's default temperature")
     args = ap.parse_args(argv)
+    sources = [Path(c) for c in args.checkpoint]
     try:
-        report = export_release(Path(args.checkpoint), Path(args.output))
+        report = export_release(sources if len(sources) > 1 else sources[0], Path(args.output), args.temperature)
     except (ExportError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

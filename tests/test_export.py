@@ -98,3 +98,70 @@ def test_shipped_model_reproduces_the_readme_table(tmp_path, capsys):
     psnr, ssim, cf, _, dcf = rows["val"]
     assert abs(got["psnr"] - psnr) <= 0.05 and abs(got["cf"] - cf) <= 0.5 and abs(got["delta_cf"] - dcf) <= 0.5
     assert np.isfinite(got["ssim"]) and abs(got["ssim"] - ssim) <= 0.005
+
+
+def classifier_runs(tmp_path, n=2):
+    """``n`` tiny classification checkpoints on one encoder, each decoder with its own random weights."""
+    import dataclasses
+
+    import Quantization
+    cfg = dataclasses.replace(TINY, loss="classification")
+    bins = Quantization.ab_bins(cfg.ab_grid)
+    torch.manual_seed(0)
+    encoder = build_model(cfg, "none").encoder
+    paths = []
+    for i in range(n):
+        torch.manual_seed(10 + i)
+        model = build_model(cfg, "none")
+        model.encoder.load_state_dict(encoder.state_dict())
+        with torch.no_grad():  # peaked, distinct distributions (a random head is nearly uniform)
+            model.decoder.head.weight.mul_(40)
+        paths.append(tmp_path / f"run{i}.pt")
+        save_checkpoint(paths[-1], model, cfg, epoch=i, best_metric=1.0,
+                        extras={"ab_bins": bins, "ab_prior": torch.full((len(bins),), 1 / len(bins))})
+    return paths
+
+
+def test_ensemble_release_is_the_product_of_its_members(tmp_path):
+    import Quantization
+    runs = classifier_runs(tmp_path)
+    out = tmp_path / "ens.pt"
+    assert Engine.main(["--mode", "export", "--ensemble", *map(str, runs), "--output", str(out),
+                        "--temperature", "0.2"]) == 0
+    L = torch.rand(3, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        logps = [torch.log_softmax(load_checkpoint(r, CPU)[0](L), 1) for r in runs]
+        released, ckpt = load_checkpoint(out, CPU)
+        got = released(L)
+    cfg = ckpt["model_config"]
+    assert cfg.members == 2 and cfg.temperature == 0.2 and ckpt["optimizer"] is None
+    assert [m["source"] for m in ckpt["config"]["ensemble_of"]] == ["run0.pt", "run1.pt"]
+    bins = ckpt["extras"]["ab_bins"]
+    # float16 weights in the release: compare decoded colour, in Lab units
+    want = Quantization.annealed_mean((logps[0] + logps[1]) / 2, bins, 0.2)
+    assert (Quantization.annealed_mean(got, bins, 0.2) - want).abs().max() * 110 < 0.5
+    # and it is neither member alone nor their arithmetic mixture
+    mixture = torch.log((logps[0].exp() + logps[1].exp()) / 2)
+    for other in (logps[0], logps[1], mixture):
+        assert (Quantization.annealed_mean(other, bins, 0.2) - want).abs().max() * 110 > 1.0
+    colorizer = Colorizer.from_checkpoint(out, CPU)
+    assert colorizer.cfg.temperature == 0.2
+    assert colorizer.colorize([np.zeros((40, 50), np.uint8)])[0].shape == (40, 50, 3)
+
+
+def test_ensemble_refuses_members_that_do_not_share_the_encoder_or_shape(tmp_path, capsys):
+    runs = classifier_runs(tmp_path, 3)
+    ckpt = torch.load(runs[1], weights_only=True)
+    first = next(k for k, v in ckpt["encoder"].items() if v.is_floating_point())
+    ckpt["encoder"][first] = ckpt["encoder"][first] + 0.01
+    torch.save(ckpt, runs[1])
+    with pytest.raises(ValueError, match="run1.pt: .*encoder weights differ"):
+        export_release([runs[0], runs[1]], tmp_path / "out.pt")
+    ckpt = torch.load(runs[2], weights_only=True)
+    ckpt["model_config"]["image_size"] = 96
+    torch.save(ckpt, runs[2])
+    assert Engine.main(["--mode", "export", "--ensemble", str(runs[0]), str(runs[2]),
+                        "--output", str(tmp_path / "out.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "run2.pt: cannot join" in err and "image_size" in err
+    assert not (tmp_path / "out.pt").exists()
