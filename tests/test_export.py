@@ -165,3 +165,18 @@ def test_ensemble_refuses_members_that_do_not_share_the_encoder_or_shape(tmp_pat
     err = capsys.readouterr().err
     assert "run2.pt: cannot join" in err and "image_size" in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_ensemble_exports_to_onnx_with_its_temperature(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    runs = classifier_runs(tmp_path)
+    release, graph = tmp_path / "ens.pt", tmp_path / "ens.onnx"
+    export_release(runs, release, temperature=0.2)
+    report = export_onnx(release, graph)
+    assert report["max"] < 0.5
+    images = [load_image(f) for f in find_images(ROOT / "examples")[:2]]
+    torch_ab = Colorizer.from_checkpoint(release, CPU).ab_for(images)
+    onnx = Colorizer.from_checkpoint(graph, CPU)
+    assert onnx.cfg.temperature == 0.2
+    assert (onnx.ab_for(images) - torch_ab).abs().max() * 110 < 0.5
