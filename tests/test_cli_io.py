@@ -5,7 +5,6 @@ import subprocess
 import sys
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
