@@ -180,3 +180,15 @@ def test_ensemble_exports_to_onnx_with_its_temperature(tmp_path):
     onnx = Colorizer.from_checkpoint(graph, CPU)
     assert onnx.cfg.temperature == 0.2
     assert (onnx.ab_for(images) - torch_ab).abs().max() * 110 < 0.5
+
+
+def test_training_refuses_to_resume_an_ensemble_release(tmp_path, photo_dir, capsys):
+    runs = classifier_runs(tmp_path)
+    ens = tmp_path / "ens.pt"
+    export_release(runs, ens, temperature=0.2)
+    args = ["--mode", "training", "--data-dir", str(photo_dir), "--backbone-weights", "none", "--batch-size", "2",
+            "--workers", "0", "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--epochs", "1",
+            "--resume", str(ens)]
+    assert Engine.main(args) == 1
+    assert "ens.pt: an ensemble of 2 decoders assembled for release cannot be trained on" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.pt"))
