@@ -28,10 +28,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import Quantization  # noqa: E402
+from Evaluate import score as evaluate_row  # noqa: E402
 from FullResolution import recombine_image, working_L  # noqa: E402
 from Inference import load_batches, to_rgb8  # noqa: E402
 from LoadData import find_images  # noqa: E402
-from Metrics import colorfulness, delta_cf, psnr  # noqa: E402
+from Metrics import summarise  # noqa: E402
 from ModelIO import load_checkpoint  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -60,16 +61,15 @@ def souped(a: Path, b: Path) -> tuple[torch.nn.Module, dict]:
 
 def score(logp: torch.Tensor, bins: torch.Tensor, t: float, images: dict[str, np.ndarray],
           subset: set[str]) -> dict[str, tuple[float, float]]:
-    """{"all" | "subset": (mean PSNR dB, ΔCF)} of the annealed mean at temperature ``t``."""
+    """{"all" | "subset": (mean PSNR dB, ΔCF)} of the annealed mean at temperature ``t`` (Evaluate's rows)."""
     ab = Quantization.annealed_mean(logp.float(), bins, t)
-    rows = []
-    for (name, img), ab_i in zip(images.items(), ab):
-        pred, truth = recombine_image(img, ab_i.numpy()), to_rgb8(img)
-        rows.append((name, psnr(pred, truth), colorfulness(pred), colorfulness(truth)))
+    rows = [evaluate_row(recombine_image(img, ab_i.numpy()), to_rgb8(img), "probe", name)
+            for (name, img), ab_i in zip(images.items(), ab)]
     result = {}
-    for part, keep in (("all", rows), ("subset", [r for r in rows if r[0] in subset])):
+    for part, keep in (("all", rows), ("subset", [r for r in rows if r["file"] in subset])):
         if keep:
-            result[part] = (float(np.mean([r[1] for r in keep])), delta_cf([r[2] for r in keep], [r[3] for r in keep]))
+            summary = summarise(keep)[0]
+            result[part] = (summary["psnr"], summary["delta_cf"])
     return result
 
 
@@ -85,13 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = {k: Path(v) for k, v in (m.split("=", 1) for m in args.model)}
     images = {f.name: img for batch, _ in load_batches(find_images(args.folder), 8) for f, img in batch}
     subset = {f.name for f in find_images(args.subset)} if args.subset else set()
-    logp, bins = {}, None
-    models = [(name, lambda p=p: load_checkpoint(p, CPU)) for name, p in paths.items()]
-    models += [(name, lambda ab=ab: souped(*(paths[x] for x in ab.split(","))))
-               for name, ab in (s.split("=", 1) for s in args.soup)]
-    for name, load in models:
-        model, ckpt = load()
-        logp[name], bins = log_probs(model, ckpt["model_config"].image_size, images), ckpt["extras"]["ab_bins"]
+    loaded = {name: load_checkpoint(p, CPU) for name, p in paths.items()}
+    for name, pair in (x.split("=", 1) for x in args.soup):
+        loaded[name] = souped(*(paths[m] for m in pair.split(",")))
+    logp = {name: log_probs(model, ckpt["model_config"].image_size, images) for name, (model, ckpt) in loaded.items()}
+    bins = next(iter(loaded.values()))[1]["extras"]["ab_bins"]
     print(f"{len(images)} photos in {args.folder}, {len(subset & set(images))} of them in the subset")
     print("combination | T | subset PSNR | subset dCF | all PSNR | all dCF")
     for combo in args.combine:

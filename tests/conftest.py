@@ -32,6 +32,15 @@ TINY = ModelConfig(image_size=64, loss="huber", widths=(("relu1_2", 8), ("relu2_
                                           ("relu4_3", 32), ("relu5_3", 32)), global_width=32)
 
 
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (the scripts are not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def real_photo(name: str, max_side: int = 160) -> np.ndarray:
     """A real colour photo from skimage.data as uint8 RGB, downscaled to ``max_side``."""
     from skimage import data

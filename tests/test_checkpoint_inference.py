@@ -107,11 +107,8 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path):
 
 
 def test_export_script_writes_a_loadable_release_file(tmp_path, tiny_checkpoint):
-    import importlib.util
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("export_model", ROOT / "scripts" / "export_model.py")
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
+    from conftest import load_script
+    export = load_script("export_model")
     assert export.main([str(tiny_checkpoint), str(tmp_path / "release.pt")]) == 0
     model, ckpt = load_checkpoint(tmp_path / "release.pt", CPU)
     assert ckpt["optimizer"] is None and ckpt["model_config"] == TINY

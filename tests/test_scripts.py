@@ -1,15 +1,7 @@
 """The analysis scripts behind README figures: the per-photo gain and its bootstrap interval."""
 import csv
-import importlib.util
 
-from conftest import ROOT
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def write_report(path, method, psnrs):
