@@ -7,7 +7,9 @@ global-context vector pooled from the deepest tap is broadcast back over the ima
   * regression: tanh -> ab in [-1, 1], upsampled bilinearly to the input size;
   * classification: logits over quantised ab bins at half the input resolution
     (decoded to ab by ``Inference.decode_prediction``).
-``DecoderEnsemble`` runs several trained classification decoders on the same taps and
+``block="resunet"`` turns each up-block's refinement into a residual block (two 3x3 convolutions
+and an identity skip), with the same skips and fusion layer: the design seed's "U-Net of
+residual blocks". ``DecoderEnsemble`` runs several trained classification decoders on the same taps and
 multiplies their colour distributions (the release may ship two; see Export.export_release).
 
 Usage:
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from References import VGG16_TAP_CHANNELS, VGG16_TAPS
+from References import DECODERS, VGG16_TAP_CHANNELS, VGG16_TAPS
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
@@ -55,13 +57,30 @@ class GlobalContext(nn.Module):
         return self.mlp(pooled)[:, :, None, None]
 
 
-class UpBlock(nn.Module):
-    """Upsample to the skip's size, concatenate, fuse (1x1) and refine (3x3)."""
+class ResBlock(nn.Module):
+    """x -> relu(x + BN(conv3(relu(BN(conv3(x)))))), shape-preserving (B, width, h, w).
 
-    def __init__(self, c_deep: int, c_skip: int, width: int) -> None:
+    The last BatchNorm starts at zero scale, so a new block starts as the identity (on the
+    non-negative input it gets) and a warm start from a plain U-Net keeps that network's output.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_relu(width, width, 3), nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width))
+        nn.init.zeros_(self.body[-1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class UpBlock(nn.Module):
+    """Upsample to the skip's size, concatenate, fuse (1x1) and refine (3x3 conv, or a ResBlock when ``residual``)."""
+
+    def __init__(self, c_deep: int, c_skip: int, width: int, residual: bool = False) -> None:
         super().__init__()
         self.fuse = conv_bn_relu(c_deep + c_skip, width, 1)
-        self.refine = conv_bn_relu(width, width, 3)
+        self.refine = ResBlock(width) if residual else conv_bn_relu(width, width, 3)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -73,11 +92,14 @@ class Decoder(nn.Module):
 
     ``out_channels`` = 2 for regression (tanh output, upsampled to ``out_size``) or
     the number of ab bins for classification (raw logits at the shallowest tap's scale).
+    ``block``: "unet" (3x3 refinement) or "resunet" (residual refinement, see ResBlock).
     """
 
     def __init__(self, taps: tuple[str, ...], widths: dict[str, int], global_width: int = 256,
-                 out_channels: int = 2) -> None:
+                 out_channels: int = 2, block: str = "unet") -> None:
         super().__init__()
+        if block not in DECODERS:
+            raise ValueError(f"unknown decoder {block!r}; choose from {DECODERS}")
         self.taps = tuple(sorted(taps, key=VGG16_TAPS.get))
         self.out_channels = out_channels
         self.adapters = nn.ModuleList(TapAdapter(VGG16_TAP_CHANNELS[t], widths[t]) for t in self.taps)
@@ -88,7 +110,8 @@ class Decoder(nn.Module):
         for i in range(len(self.taps) - 2, -1, -1):
             # the shallowest block also sees L itself, which sharpens colour edges
             extra = 1 if i == 0 else 0
-            ups.append(UpBlock(widths[self.taps[i + 1]], widths[self.taps[i]] + extra, widths[self.taps[i]]))
+            ups.append(UpBlock(widths[self.taps[i + 1]], widths[self.taps[i]] + extra, widths[self.taps[i]],
+                               residual=block == "resunet"))
         self.ups = nn.ModuleList(ups)
         self.head = nn.Conv2d(widths[self.taps[0]], out_channels, 3, padding=1)
 

@@ -18,8 +18,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from References import (DEVICES, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, VIDEO_OUTPUT, ModelConfig, Paths, TrainConfig,
-                        VideoConfig)
+from References import (DECODERS, DEVICES, GAN_LOSSES, GANS, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, VIDEO_OUTPUT,
+                        GanConfig, ModelConfig, Paths, TrainConfig, VideoConfig)
 
 MODES = ("inference", "training", "evaluate", "serve", "export")
 
@@ -93,7 +93,7 @@ def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
 def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid).
     Videos get the flicker table instead: warping error frame by frame and stabilised, and speed."""
-    from Evaluate import evaluate_folder, evaluate_videos, format_table, write_reports
+    from Evaluate import add_distribution_scores, evaluate_folder, evaluate_videos, format_table, write_reports
     from LoadData import find_images, split_videos
     from Metrics import summarise
 
@@ -109,17 +109,30 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
                                         int(args.max_megapixels * 1e6))
         if not images:
             continue
+        scorers = distribution_scorers(args, paths, device)
         rows, grid, failed = evaluate_folder(colorizer, images, args.batch_size or 8,
                                              grid_height=160 if args.output else 0,
-                                             max_pixels=int(args.max_megapixels * 1e6))
+                                             max_pixels=int(args.max_megapixels * 1e6), scorers=scorers)
         failures += len(failed)
         if not rows:
             raise ValueError(f"{folder}: no image could be read")
-        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(summarise(rows))}")
-        print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid).values()))
+        table = add_distribution_scores(summarise(rows), scorers) if len(rows) >= 4 else summarise(rows)
+        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(table)}")
+        print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid, table).values()))
     if failures:
         print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def distribution_scorers(args: argparse.Namespace, paths: Paths, device) -> tuple:
+    """The Fréchet-distance scorers for one folder: FD-VGG16 always (VGG16 from --backbone-weights, else from the
+    shipped model's encoder), FID and IS too with --fid-weights."""
+    from FrechetDistance import InceptionScores, VGGFrechet, load_fd_backbone
+
+    scorers: tuple = (VGGFrechet(load_fd_backbone(args.backbone_weights, paths.default_checkpoint), device),)
+    if args.fid_weights:
+        scorers += (InceptionScores(args.fid_weights),)
+    return scorers
 
 
 def run_serve(args: argparse.Namespace, paths: Paths, device) -> int:
@@ -159,8 +172,12 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     import Distributed
     from Training import fit
 
+    gcfg = GanConfig(kind=args.gan, lambda_adv=args.lambda_adv, gan_loss=args.gan_loss, d_lr=args.d_lr,
+                     d_width=args.d_width, lambda_gp=args.lambda_gp, n_critic=args.n_critic,
+                     pretrain_steps=args.gan_pretrain_steps, collapse_steps=args.collapse_steps)
     with Distributed.process_group(args.device) as dist:
-        return fit(paths, cfg, tcfg, dist, run_name=args.run_name, resume=Path(args.resume) if args.resume else None)
+        return fit(paths, cfg, tcfg, dist, run_name=args.run_name, resume=Path(args.resume) if args.resume else None,
+                   gcfg=gcfg)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -214,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annealed-mean temperature for classification models (lower = more vivid); with "
                         "--mode export, the release's new default (default: the checkpoint's, "
                         f"{m.temperature} when trained here)")
+    g.add_argument("--fid-weights", default=None, metavar="PATH",
+                   help="evaluate: also report FID and the Inception Score, from this local copy of torch-fidelity's "
+                        "Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); without it evaluate reports "
+                        "FD-VGG16, a Fréchet distance over VGG16 features that is not FID")
     g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
                    help="videos: weight in [0, 1) of the colour carried along the motion from earlier frames "
                         "against each frame's own prediction, where optical flow can follow the scene; reset at "
@@ -261,7 +282,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write last.pt every K optimizer steps, so a kill loses at most K (0 = epoch ends only)")
     g.add_argument("--max-steps", type=int, default=t.max_steps, help="stop after this many optimizer steps, 0 = no cap")
     g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU)")
+    g.add_argument("--decoder", choices=DECODERS, default=m.decoder,
+                   help="unet: each up-block refines with a 3x3 conv; resunet: with a residual block of two")
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from this trained model's decoder, config and colour prior (a run's last.pt or a "
+                        "release) instead of a fresh decoder; tensors that do not fit a different --decoder start "
+                        "fresh")
+    g.add_argument("--init-member", type=int, default=None, metavar="N",
+                   help="with an ensemble release as --init-from: which of its decoders to start from")
+    add_gan_arguments(ap)
     return ap
+
+
+def add_gan_arguments(ap: argparse.ArgumentParser) -> None:
+    gan = GanConfig()
+    g = ap.add_argument_group("adversarial training (--mode training --gan ...; start from a trained generator with "
+                              "--init-from, and use a lower --lr such as 1e-4)")
+    g.add_argument("--gan", choices=GANS, default=gan.kind,
+                   help="patchgan: pix2pix's conditional 70x70 PatchGAN; wgan-gp: a Wasserstein critic with a "
+                        "gradient penalty; none: the per-pixel loss alone")
+    g.add_argument("--lambda-adv", type=float, default=gan.lambda_adv,
+                   help="weight of the adversarial term added to the per-pixel loss")
+    g.add_argument("--gan-loss", choices=GAN_LOSSES, default=gan.gan_loss,
+                   help="patchgan: vanilla (cross-entropy) or lsgan (least squares)")
+    g.add_argument("--d-lr", type=float, default=gan.d_lr, help="discriminator learning rate (Adam; cosine decay)")
+    g.add_argument("--d-width", type=int, default=gan.d_width, help="channels of the discriminator's first layer")
+    g.add_argument("--lambda-gp", type=float, default=gan.lambda_gp, help="wgan-gp: gradient-penalty weight")
+    g.add_argument("--n-critic", type=int, default=gan.n_critic, help="discriminator steps per generator step")
+    g.add_argument("--gan-pretrain-steps", type=int, default=gan.pretrain_steps,
+                   help="steps that train the discriminator alone before the generator sees it (NoGAN)")
+    g.add_argument("--collapse-steps", type=int, default=gan.collapse_steps,
+                   help=f"stop when the discriminator's loss stays below {gan.collapse_loss:g} this many steps "
+                        "in a row (0 = never)")
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, TrainConfig]:
@@ -270,12 +322,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
         runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
         backbone_weights=args.backbone_weights)
-    cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss)
+    cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss,
+                              decoder=args.decoder)
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
         samples=args.samples, rebalance=args.rebalance, crop_scale=(args.crop_scale, 1.0),
-        save_every_steps=args.save_every_steps, max_steps=args.max_steps, compile=args.compile)
+        save_every_steps=args.save_every_steps, max_steps=args.max_steps, compile=args.compile,
+        init_from=args.init_from, init_member=args.init_member)
     return paths, cfg, tcfg
 
 
@@ -291,6 +345,10 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--crf must be between 0 and 51 (got {args.crf})"
     if args.batch_size is not None and args.batch_size < 1:
         return f"--batch-size must be at least 1 (got {args.batch_size})"
+    if args.n_critic < 1 or args.gan_pretrain_steps < 0 or args.lambda_adv < 0:
+        return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
+    if args.init_from and args.resume:
+        return "--init-from starts a new run; --resume continues one: give only one of them"
     return None
 
 

@@ -35,6 +35,8 @@ from ModelIO import atomic_write
 from Temporal import WarpingError, flow_grid, lab_ab
 from Video import VideoReadError, check_count, colorize_frames, open_video
 
+ORIGINAL = "original"  # the originals' name in distribution scorers
+
 
 def score(pred: np.ndarray, truth: np.ndarray, method: str, name: str) -> dict:
     """One per-image row of metrics for uint8 RGB ``pred`` against ``truth``."""
@@ -43,12 +45,14 @@ def score(pred: np.ndarray, truth: np.ndarray, method: str, name: str) -> dict:
 
 
 def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8, grid_height: int = 0,
-                    progress: bool = True, max_pixels: int | None = None,
-                    temperature: float | None = None) -> tuple[list[dict], list[np.ndarray], list[tuple[Path, str]]]:
+                    progress: bool = True, max_pixels: int | None = None, temperature: float | None = None,
+                    scorers: tuple = ()) -> tuple[list[dict], list[np.ndarray], list[tuple[Path, str]]]:
     """Score ``colorizer`` and the grey baseline on colour photos.
 
     Returns (per-image rows, grid rows of grey | ours | original at ``grid_height`` px
     if > 0, failures as (file, reason)). Unreadable files are reported and skipped.
+    Each of ``scorers`` (FrechetDistance.VGGFrechet, InceptionScores) is given every photo as
+    ``add(method, rgb)``, with the methods' names and ``ORIGINAL`` for the originals.
     """
     rows, grid, failed = [], [], []
     bar = tqdm(total=len(files), desc="evaluating", unit="img", disable=not progress)
@@ -59,6 +63,9 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
         for i, (f, img) in enumerate(batch):
             pred, truth, grey = recombine_image(img, ab[i].numpy()), to_rgb8(img), grey_of(img)
             rows += [score(pred, truth, colorizer.name, f.name), score(grey, truth, "grey", f.name)]
+            for scorer in scorers:
+                for method, im in ((ORIGINAL, truth), (colorizer.name, pred), ("grey", grey)):
+                    scorer.add(method, im)
             if grid_height:
                 grid.append(hstack([fit_height(im, grid_height) for im in (grey, pred, truth)]))
         bar.update(len(batch) + len(bad))
@@ -66,17 +73,44 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
     return rows, grid, failed
 
 
+def add_distribution_scores(table: list[dict], scorers: tuple) -> list[dict]:
+    """Add each method's distance from the originals to its summary row: "fd_vgg16" (FrechetDistance.VGGFrechet),
+    and "fid" and "is" (InceptionScores). A row for the originals' own Inception Score is appended."""
+    from FrechetDistance import InceptionScores, VGGFrechet
+
+    for scorer in scorers:
+        for r in table:
+            if isinstance(scorer, VGGFrechet):
+                r["fd_vgg16"] = scorer.distance(r["method"], ORIGINAL)
+            elif isinstance(scorer, InceptionScores):
+                r.update(scorer.scores(r["method"], ORIGINAL))
+        if isinstance(scorer, InceptionScores):
+            table.append({"method": ORIGINAL, "images": table[0]["images"], "is": scorer.scores(ORIGINAL, ORIGINAL)["is"]})
+    return table
+
+
 def format_table(table: list[dict]) -> str:
-    """The summary as an aligned text table (also valid Markdown)."""
-    lines = ["| method | images | PSNR (dB) | SSIM | CF | CF originals | dCF |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """The summary as an aligned text table (also valid Markdown), with FD-VGG16 / FID / IS columns when scored."""
+    extra = [(k, name) for k, name in (("fd_vgg16", "FD-VGG16"), ("fid", "FID"), ("is", "IS")) if k in table[0]]
+    lines = ["| method | images | PSNR (dB) | SSIM | CF | CF originals | dCF |" + "".join(f" {n} |" for _, n in extra),
+             "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for r in table:
+        cells = [f"{r[k]:.2f}" if k in r else "" for k, _ in extra]
+        if "psnr" not in r:  # the originals' own Inception Score
+            lines.append(f"| {r['method']} | {r['images']} | | | | | |" + "".join(f" {c} |" for c in cells))
+            continue
         lines.append(f"| {r['method']} | {r['images']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['cf']:.2f} | "
-                     f"{r['cf_truth']:.2f} | {r['delta_cf']:.2f} |")
+                     f"{r['cf_truth']:.2f} | {r['delta_cf']:.2f} |" + "".join(f" {c} |" for c in cells))
+    if extra and extra[0][0] == "fd_vgg16":
+        lines.append("(FD-VGG16: Fréchet distance between the VGG16 relu5_3 features of these photos and of the "
+                     "originals; lower is closer. Not FID: compare it only within this table.)")
     return "\n".join(lines)
 
 
-def write_reports(rows: list[dict], out_dir: Path, grid: list[np.ndarray] | None = None) -> dict[str, Path]:
-    """Write metrics.csv (per image), metrics.json (summary) and grid.png (if given), atomically."""
+def write_reports(rows: list[dict], out_dir: Path, grid: list[np.ndarray] | None = None,
+                  table: list[dict] | None = None) -> dict[str, Path]:
+    """Write metrics.csv (per image), metrics.json (``table``, default ``summarise(rows)``) and grid.png
+    (if given), atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["file", "method", "psnr", "ssim", "cf", "cf_truth"])
@@ -84,7 +118,7 @@ def write_reports(rows: list[dict], out_dir: Path, grid: list[np.ndarray] | None
     writer.writerows(rows)
     paths = {"csv": out_dir / "metrics.csv", "json": out_dir / "metrics.json"}
     atomic_write(paths["csv"], lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    summary = json.dumps({"summary": summarise(rows)}, indent=2)
+    summary = json.dumps({"summary": table or summarise(rows)}, indent=2)
     atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(summary + "\n"))
     if grid:
         paths["grid"] = out_dir / "grid.png"

@@ -31,7 +31,7 @@ from ModelIO import atomic_write, decode_prediction, load_checkpoint, nonfinite_
 from References import LAB, ModelConfig, Paths
 
 # What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
-SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members")
+SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder")
 
 # Largest |ab| difference (Lab units, any pixel of the fixed batch) a release may show against its
 # source. float16 conv weights move the decoded ab by about 0.01-0.1 units on average; an overflowed

@@ -47,7 +47,8 @@ def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | Non
     out = 2
     if cfg.loss == "classification":
         out = n_bins or Quantization.num_bins(cfg.ab_grid)
-    decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out) for _ in range(cfg.members)]
+    decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out, block=cfg.decoder)
+                for _ in range(cfg.members)]
     return ColorizationModel(encoder, decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders))
 
 
@@ -165,13 +166,14 @@ def nonfinite_tensors(state: dict) -> list[str]:
 def save_checkpoint(path: Path, model: ColorizationModel, cfg: ModelConfig, *, optimizer=None, scaler=None,
                     epoch: int = 0, best_metric: float = float("inf"), config: dict | None = None,
                     extras: dict | None = None, release: bool = False, trainable: nn.Module | None = None,
-                    progress: dict | None = None) -> None:
+                    progress: dict | None = None, gan: dict | None = None) -> None:
     """Write a self-contained checkpoint atomically.
 
     Holds encoder and decoder weights, optimizer and scaler state (None for a release
     file), epoch, best metric, the resolved config, the format version, ``extras`` (e.g.
     the ab bins and their prior for a classification model) and ``progress`` (position
-    inside an epoch, for mid-epoch resume). ``release`` applies ``release_state_dict``
+    inside an epoch, for mid-epoch resume) and ``gan`` (a GAN run's discriminator, its optimizer and
+    counters: Adversarial.Adversary.state_dict; releases leave it out). ``release`` applies ``release_state_dict``
     (about half the size, BatchNorm kept in float32). ``trainable`` is the module whose
     weights are stored as the decoder (default ``model.decoder``; a DDP wrapper's module).
     """
@@ -185,6 +187,8 @@ def save_checkpoint(path: Path, model: ColorizationModel, cfg: ModelConfig, *, o
         "epoch": int(epoch), "best_metric": float(best_metric),
         "config": to_builtin(config or {}), "extras": extras or {}, "progress": progress or {},
     }
+    if gan is not None:
+        state["gan"] = gan
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
@@ -222,3 +226,39 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[Colorizatio
                                    for k, v in ckpt["decoder"].items()})
     ckpt["model_config"] = cfg
     return model.to(device).eval(), ckpt
+
+
+def load_generator(path: str | Path, device: torch.device, decoder: str | None = None,
+                   member: int | None = None) -> tuple[ColorizationModel, dict, str]:
+    """A trained model to start a new run from (``--init-from``): its encoder, decoder, config and ab bins.
+
+    ``member`` picks one decoder of an ensemble release (required for one: a run trains one decoder).
+    ``decoder`` ("unet" or "resunet") may differ from the source's: tensors whose name and shape
+    match are copied and the rest start fresh (a new ResBlock starts as the identity).
+    Returns (model on ``device``, {"model_config", "extras"}, a one-line account of what was copied).
+    """
+    src, ckpt = load_checkpoint(path, device)
+    cfg = ckpt["model_config"]
+    weights = src.decoder
+    if cfg.members > 1:
+        if member is None or not 0 <= member < cfg.members:
+            raise ValueError(f"{path}: an ensemble of {cfg.members} decoders; a run trains one, so pick it with "
+                             f"--init-member 0..{cfg.members - 1}")
+        # the ensemble's temperature suits the product of its members, not one of them
+        weights, cfg = src.decoder.members[member], dataclasses.replace(cfg, members=1,
+                                                                       temperature=ModelConfig().temperature)
+    elif member is not None:
+        raise ValueError(f"{path}: --init-member applies to ensemble releases; this file holds one decoder")
+    cfg = dataclasses.replace(cfg, decoder=decoder or cfg.decoder)
+    bins = ckpt["extras"].get("ab_bins")
+    model = build_model(cfg, "none", None if bins is None else len(bins))
+    model.encoder.load_state_dict(src.encoder.state_dict())
+    theirs, mine = weights.state_dict(), model.decoder.state_dict()
+    same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.decoder.load_state_dict(same, strict=False)
+    fresh = sorted(k for k in mine if k not in same)
+    if fresh and cfg.decoder == ckpt["model_config"].decoder:
+        raise ValueError(f"{path}: its decoder does not match this one ({fresh[0]} and {len(fresh) - 1} more differ)")
+    note = f"copied {len(same)} of {len(mine)} decoder tensors from {path}" + (
+        f" (new: {len(fresh)}, in {', '.join(sorted({k.rsplit('.', 3)[0] for k in fresh})[:4])})" if fresh else "")
+    return model.to(device), {"model_config": cfg, "extras": ckpt["extras"]}, note

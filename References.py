@@ -111,6 +111,9 @@ VGG16_TAP_STRIDE = {"relu1_2": 1, "relu2_2": 2, "relu3_3": 4, "relu4_3": 8, "rel
 LIMITS = {"cli_megapixels": 80.0, "web_megapixels": 40.0, "web_concurrent": 2, "web_upload_mb": 20.0}
 
 LOSSES = ("huber", "l1", "mse", "classification")
+DECODERS = ("unet", "resunet")
+GANS = ("none", "patchgan", "wgan-gp")
+GAN_LOSSES = ("vanilla", "lsgan")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -125,6 +128,9 @@ class ModelConfig:
         ("relu1_2", 32), ("relu2_2", 64), ("relu3_3", 128), ("relu4_3", 192), ("relu5_3", 256),
     )
     global_width: int = 256  # width of the global-context (fusion) vector
+    # unet: each up-block fuses (1x1) and refines with one 3x3 conv; resunet: the refinement is a
+    # residual block of two 3x3 convs (the design seed's "U-Net of residual blocks")
+    decoder: str = "unet"
     loss: str = "classification"  # won on val against huber: same PSNR, more faithful colourfulness
     # classification head: ab grid step and annealed-mean temperature (Zhang et al. 2016)
     ab_grid: int = 10
@@ -161,3 +167,30 @@ class TrainConfig:
     save_every_steps: int = 0  # also write last.pt every K optimizer steps (0 = only at epoch ends)
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no cap)
     compile: bool = False  # torch.compile the training forward (GPU; slow to start, faster per step)
+    # start from a trained model's decoder, config and colour prior instead of a fresh decoder (--init-from);
+    # init_member picks one decoder of an ensemble release
+    init_from: str | None = None
+    init_member: int | None = None
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Adversarial fine-tuning of the decoder (Adversarial.py); ``kind`` "none" trains without a discriminator.
+
+    patchgan: pix2pix's conditional 70x70 PatchGAN on (L, ab), vanilla (BCE) or least-squares loss, D's loss
+    halved, Adam betas (0.5, 0.999). wgan-gp: a critic with instance norm, the Wasserstein loss and a gradient
+    penalty (lambda_gp 10, n_critic critic steps per generator step, Adam betas (0, 0.9); Gulrajani et al.).
+    Following DeOldify's NoGAN, start from a trained generator (--init-from) and pretrain D alone first.
+    """
+
+    kind: str = "none"
+    # weight of the adversarial term against the per-pixel loss (the classification loss is ~3.5, the GAN terms ~1)
+    lambda_adv: float = 0.1
+    gan_loss: str = "vanilla"  # patchgan only: vanilla (BCE with logits) or lsgan (least squares)
+    d_lr: float = 2e-4
+    d_width: int = 64  # channels of D's first layer (pix2pix's ndf)
+    lambda_gp: float = 10.0
+    n_critic: int = 1  # D steps per generator step (wgan-gp references use 5)
+    pretrain_steps: int = 200  # D-only steps before the generator sees the adversarial term
+    collapse_steps: int = 200  # stop when D's loss stays below collapse_loss for this many steps in a row
+    collapse_loss: float = 0.01

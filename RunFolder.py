@@ -3,7 +3,8 @@
 Owns what a run writes besides checkpoints, all atomically, and only on the main process
 (``RunFolder(path, write=False)`` on other ranks turns every write into a no-op):
   * ``metrics.jsonl``: one JSON line per epoch;
-  * ``loss.png``: train and validation loss per epoch;
+  * ``loss.png``: train and validation loss per epoch (and a GAN run's D loss, G's adversarial term and
+    Wasserstein estimate beside it);
   * ``samples/epoch_NNN.png``: grey | prediction | truth on fixed validation images;
   * ``files.json``: the training and validation file lists, made once and reused on resume.
 
@@ -85,13 +86,22 @@ def plot_curve(log: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    gan = [k for k in ("d_loss", "g_adv", "wasserstein") if any(k in r for r in log)]
+    fig, axes = plt.subplots(1, 2 if gan else 1, figsize=(11 if gan else 6, 4), squeeze=False)
     epochs = [r["epoch"] for r in log]
+    ax = axes[0, 0]
     ax.plot(epochs, [r["train_loss"] for r in log], "o-", label="train")
     ax.plot(epochs, [r["val_loss"] for r in log], "o-", label="validation")
-    ax.set(xlabel="epoch", ylabel="loss", title="colorizer loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set(xlabel="epoch", ylabel="loss", title="colorizer loss" + (" (per-pixel)" if gan else ""))
+    if gan:  # the adversarial side: D's loss, G's adversarial term, the Wasserstein estimate (WGAN-GP)
+        names = {"d_loss": "D loss", "g_adv": "G adversarial term", "wasserstein": "Wasserstein estimate"}
+        for k in gan:
+            mine = [(r["epoch"], r[k]) for r in log if k in r]
+            axes[0, 1].plot(*zip(*mine), "o-", label=names[k])
+        axes[0, 1].set(xlabel="epoch", title="adversarial losses")
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+        a.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

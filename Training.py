@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import Quantization
+from Adversarial import Adversary, gan_settings, gan_summary, optimizer_betas
 from DecoderLayers import ColorizationModel
 from Distributed import DistContext
 from LoadData import ColorizationDataset, EpochSampler, collate_skip, find_images, make_loader
-from ModelIO import amp_dtype, autocast, build_model, decode_prediction, load_checkpoint, save_checkpoint
-from References import LAB, LOSSES, VERSION, ModelConfig, Paths, TrainConfig
+from ModelIO import amp_dtype, autocast, build_model, decode_prediction, load_checkpoint, load_generator, save_checkpoint
+from References import LAB, LOSSES, VERSION, GanConfig, ModelConfig, Paths, TrainConfig
 from RunFolder import RunFolder, sample_grid
 
 
@@ -105,11 +106,13 @@ def class_prior(files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, dist: Di
 
 def train_one_epoch(forward: nn.Module, trainable: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, loss_fn, device: torch.device, epoch: int, grad_clip: float,
-                    on_step=None, show: bool = True) -> dict:
+                    on_step=None, show: bool = True, adversary: Adversary | None = None) -> dict:
     """One pass over ``loader``, updating ``trainable`` (the decoder, or its DDP wrapper).
 
     ``forward(L)`` is the whole model (L (B, 1, S, S) in [-1, 1] -> prediction); ``on_step()``
-    runs after each optimizer step and returns True to stop early. Returns {"train_loss",
+    runs after each batch and returns True to stop early. With an ``adversary`` (a GAN run) each
+    batch also updates the discriminator, and the generator updates only on its turns, with the
+    adversarial term added ("train_loss" stays the per-pixel loss). Returns {"train_loss",
     "images", "skipped", "seconds", "data_seconds", "steps", "stopped"} for this process.
     Raises FloatingPointError on a NaN/inf loss, so a diverged run stops instead of
     overwriting good checkpoints.
@@ -127,17 +130,22 @@ def train_one_epoch(forward: nn.Module, trainable: nn.Module, loader, optimizer:
         L, ab = batch["L"].to(device, non_blocking=True), batch["ab"].to(device, non_blocking=True)
         if device.type == "cuda":
             L = L.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            loss = loss_fn(forward(L), ab)
+        update = adversary is None or adversary.generator_turn()
+        with torch.set_grad_enabled(update), autocast(device):
+            pred = forward(L)
+            pixel_loss = loss = loss_fn(pred, ab)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch}: loss is {loss.item()}; stopping (last.pt is from before)")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        total += loss.item() * len(L)
+        if adversary is not None:
+            loss, update = adversary.step(L, ab, pred, pixel_loss)
+        if update:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(trainable.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        total += pixel_loss.item() * len(L)
         n += len(L)
         steps += 1
         bar.set_postfix(loss=f"{total / n:.4f}")
@@ -246,7 +254,8 @@ def data_rate(ds: ColorizationDataset, items: int = 24) -> float:
 
 def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext,
                   train_files: list[Path]) -> tuple[ColorizationModel, ModelConfig, dict, Progress, dict | None]:
-    """The model to train: from the checkpoint being resumed, or fresh (with the colour prior).
+    """The model to train: from the checkpoint being resumed, from ``tcfg.init_from`` (a trained
+    generator: its config, decoder weights and colour prior), or fresh (with the colour prior).
 
     Returns (model on the device, its config, extras (ab bins and prior), progress, the checkpoint or None).
     """
@@ -254,8 +263,15 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
         model, ckpt = load_checkpoint(plan["checkpoint"], dist.device)
         if ckpt["model_config"].members > 1:
             raise ValueError(f"{plan['checkpoint']}: an ensemble of {ckpt['model_config'].members} decoders "
-                             "assembled for release cannot be trained on; resume one of the runs it was made from")
+                             "assembled for release cannot be trained on; resume one of the runs it was made from, "
+                             "or start a new run from one member with --init-from FILE --init-member N")
         return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
+    if tcfg.init_from:
+        model, source, note = load_generator(tcfg.init_from, dist.device, cfg.decoder, tcfg.init_member)
+        if dist.is_main:
+            tqdm.write(note)
+        # the working size is the command line's: a generator may be fine-tuned at another resolution
+        return model, replace(source["model_config"], image_size=cfg.image_size), source["extras"], Progress(), None
     extras = class_prior(train_files, cfg, tcfg, dist) if cfg.loss == "classification" else {}
     model = build_model(cfg, paths.backbone_weights, len(extras["ab_bins"]) if extras else None).to(dist.device)
     return model, cfg, extras, Progress(), None
@@ -277,10 +293,10 @@ def wrap_trainable(model: ColorizationModel, tcfg: TrainConfig, dist: DistContex
     return trainable, torch.compile(forward) if tcfg.compile else forward
 
 
-def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.device,
-                   ckpt: dict | None) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler]:
+def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.device, ckpt: dict | None,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler]:
     """AdamW over the decoder and the loss scaler (enabled only for fp16), restored from ``ckpt`` if given."""
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=betas)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     if ckpt is not None and ckpt["optimizer"] is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -302,10 +318,12 @@ def validation_data(val_files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, 
 
 
 def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, run_name: str | None = None,
-        resume: Path | None = None) -> int:
+        resume: Path | None = None, gcfg: GanConfig = GanConfig()) -> int:
     """Train the decoder; the main process writes metrics.jsonl, loss.png, samples/, last.pt and best.pt.
 
-    ``tcfg.batch_size`` is per process: the global batch is ``batch_size * world_size``.
+    ``tcfg.batch_size`` is per process: the global batch is ``batch_size * world_size``. With
+    ``gcfg.kind`` other than "none" the decoder is trained against a discriminator (Adversarial);
+    a resumed GAN run continues with the GAN settings stored in its checkpoint.
     """
     device, say = dist.device, (tqdm.write if dist.is_main else (lambda *_: None))
     seed_everything(tcfg.seed)
@@ -320,25 +338,34 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
     bins = bins.to(device) if bins is not None else None
     loss_fn = make_loss_fn(cfg, tcfg, bins, weights)
     trainable, forward = wrap_trainable(model, tcfg, dist)
-    optimizer, scaler = make_optimizer(model, tcfg, device, ckpt)
+    gcfg, gan_state = gan_settings(gcfg, ckpt, plan)
+    gan = gcfg.kind != "none"
+    optimizer, scaler = make_optimizer(model, tcfg, device, ckpt, optimizer_betas(gcfg.kind) if gan else (0.9, 0.999))
+    adversary = Adversary(gcfg, cfg, bins, dist, gan_state) if gan else None
     pin = device.type == "cuda"
     train_ds = ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale, seed=tcfg.seed)
     sampler = EpochSampler(len(train_ds), dist.rank, dist.world_size, seed=tcfg.seed)
     val_loader, samples = validation_data(val_files, cfg, tcfg, dist)
-    config = {"model": cfg, "train": tcfg, "paths": paths, "device": str(device), "world_size": dist.world_size,
-              "version": VERSION}
+    config = {"model": cfg, "train": tcfg, "gan": gcfg, "paths": paths, "device": str(device),
+              "world_size": dist.world_size, "version": VERSION}
     n_params = sum(p.numel() for p in model.decoder.parameters())
     rate = data_rate(train_ds) if dist.is_main else 0.0
     say(f"training on {device} x {dist.world_size} process(es): {len(train_files)} train / {len(val_files)} val "
         f"images, {cfg.image_size}px, loss {cfg.loss}, {n_params / 1e6:.2f}M trainable parameters, global batch "
         f"{tcfg.batch_size * dist.world_size}, run folder {run.path}")
+    if adversary is not None:
+        say(f"adversarial: {gcfg.kind} ({gcfg.gan_loss + ' loss, ' if gcfg.kind == 'patchgan' else ''}lambda_adv "
+            f"{gcfg.lambda_adv:g}, D {sum(p.numel() for p in adversary.D.parameters()) / 1e6:.2f}M parameters, "
+            f"D lr {gcfg.d_lr:g}, D alone for the first {gcfg.pretrain_steps} steps"
+            f"{f', lambda_gp {gcfg.lambda_gp:g}, n_critic {gcfg.n_critic}' if gcfg.kind == 'wgan-gp' else ''})")
     say(f"data: decode + augment {rate:.1f} images/s per loader worker, {tcfg.workers} worker(s) per process")
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
             save_checkpoint(run.path / name, model, cfg, optimizer=optimizer, scaler=scaler, epoch=progress.epoch - 1,
                             best_metric=progress.best, config=config, extras=extras,
-                            progress=progress.as_dict(tcfg, dist))
+                            progress=progress.as_dict(tcfg, dist),
+                            gan=adversary.state_dict() if adversary is not None else None)
 
     start_samples = progress.samples_done
     steps_this_epoch = 0
@@ -357,12 +384,15 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, tcfg)
+        if adversary is not None:
+            adversary.set_lr_scale(lr_at(epoch, tcfg) / tcfg.lr)
+            adversary.reset_stats()
         train_ds.epoch, start_samples, steps_this_epoch = epoch, progress.samples_done, 0
         sampler.set_epoch(epoch, skip=progress.samples_done)
         loader = make_loader(train_ds, tcfg.batch_size, shuffle=False, workers=tcfg.workers, pin_memory=pin,
                              sampler=sampler, persistent=False)
         tr = train_one_epoch(forward, trainable, loader, optimizer, scaler, loss_fn, device, epoch, tcfg.grad_clip,
-                             on_step=on_step, show=dist.is_main)
+                             on_step=on_step, show=dist.is_main, adversary=adversary)
         if tr["stopped"] and progress.samples_done < len(train_ds):
             checkpoint("last.pt")
             say(f"stopped at --max-steps {tcfg.max_steps} in epoch {epoch} ({progress.samples_done}/{len(train_ds)} "
@@ -376,6 +406,8 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
                   "images": int(totals[1]), "skipped": int(totals[2]), "seconds": tr["seconds"],
                   "data_seconds": tr["data_seconds"], "global_step": progress.global_step,
                   "val_loss": ev["val_loss"], "val_ab_mae": ev["val_ab_mae"], "val_skipped": ev["skipped"]}
+        if adversary is not None:
+            record.update(adversary.epoch_stats(dist.all_reduce_sum))
         run.append_metrics(record)
         if dist.is_main:
             run.save_samples(epoch, sample_grid(model, samples, cfg, bins, device))
@@ -387,7 +419,7 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
             checkpoint("best.pt")
         wait = tr["data_seconds"] / max(tr["seconds"], 1e-9)
         say(f"epoch {epoch}: train {record['train_loss']:.4f}  val {ev['val_loss']:.4f}  "
-            f"val |ab err| {ev['val_ab_mae']:.2f}  {tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"
+            f"val |ab err| {ev['val_ab_mae']:.2f}  {gan_summary(record)}{tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"
             f"{': input-bound, add --workers' if wait > 0.3 else ''})  skipped {record['skipped'] + ev['skipped']}"
             f"{'  *best*' if is_best else ''}")
     say(f"done: best val loss {progress.best:.4f}; checkpoints in {run.path}")

@@ -1,6 +1,7 @@
 """Run by test_training_distributed under torchrun: Engine.main in each process, recording what each rank did.
 
-After every optimizer step it notes a digest of the decoder's parameters, and it notes every file
+After every optimizer step it notes a digest of the decoder's parameters (and, in a GAN run, of the
+discriminator's after each of its Adam steps), and it notes every file
 the process renames into place (all of the project's writes are atomic renames). Each rank dumps
 its notes to ``$DDP_TEST_OUT/rank<R>.json``; the run folder itself is the test's to inspect.
 """
@@ -16,14 +17,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import Engine  # noqa: E402
 
 rank = int(os.environ["RANK"])
-notes = {"digests": [], "renamed": []}
-real_step, real_replace = torch.optim.AdamW.step, os.replace
+notes = {"digests": [], "d_digests": [], "renamed": []}
+real_step, real_adam_step, real_replace = torch.optim.AdamW.step, torch.optim.Adam.step, os.replace
+
+
+def digest(optimizer) -> str:
+    flat = torch.cat([p.detach().flatten() for g in optimizer.param_groups for p in g["params"]])
+    return hashlib.sha1(flat.numpy().tobytes()).hexdigest()
 
 
 def step(self, *args, **kwargs):
     out = real_step(self, *args, **kwargs)
-    flat = torch.cat([p.detach().flatten() for g in self.param_groups for p in g["params"]])
-    notes["digests"].append(hashlib.sha1(flat.numpy().tobytes()).hexdigest())
+    notes["digests"].append(digest(self))
+    return out
+
+
+def adam_step(self, *args, **kwargs):  # the discriminator's optimizer (AdamW, the decoder's, is recorded above)
+    out = real_adam_step(self, *args, **kwargs)
+    if type(self) is torch.optim.Adam:
+        notes["d_digests"].append(digest(self))
     return out
 
 
@@ -33,6 +45,7 @@ def replace(src, dst, *args, **kwargs):
 
 
 torch.optim.AdamW.step = step
+torch.optim.Adam.step = adam_step
 os.replace = replace
 rc = Engine.main(sys.argv[1:])
 os.replace = real_replace

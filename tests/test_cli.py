@@ -63,7 +63,8 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--mode", "--device", "--input", "--output", "--checkpoint", "--backbone-weights",
-                 "--resume", "--epochs", "--loss", "--image-size", "--data-dir", "--val-dir"):
+                 "--resume", "--epochs", "--loss", "--image-size", "--data-dir", "--val-dir", "--gan", "--lambda-adv",
+                 "--init-from", "--init-member", "--decoder", "--n-critic", "--lambda-gp", "--fid-weights"):
         assert flag in text
     assert "default: 128" in text and "default: auto" in text
 

@@ -45,6 +45,24 @@ def test_two_processes_agree_only_rank0_writes_and_one_process_resumes(photo_dir
     assert [r["epoch"] for r in log] == [0, 1] and log[1]["images"] == 7
 
 
+def test_wgan_gp_under_ddp_keeps_both_networks_identical_on_every_rank(photo_dir, tmp_path):
+    """The critic in its own DDP, the gradient penalty's double backward through it: after every step both
+    processes hold bit-identical decoders and bit-identical critics."""
+    runs, notes = tmp_path / "runs", tmp_path / "notes"
+    notes.mkdir()
+    env = {**os.environ, "DDP_TEST_OUT": str(notes), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tests" / "ddp_worker.py"),
+           *train_args(photo_dir, runs, "gan", "--epochs", "1", "--gan", "wgan-gp", "--gan-pretrain-steps", "0",
+                       "--d-width", "8")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (json.loads((notes / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0["d_digests"]) == len(r0["digests"]) == 2
+    assert r0["d_digests"] == r1["d_digests"] and r0["digests"] == r1["digests"]
+    assert "gan" in torch.load(runs / "gan" / "last.pt", weights_only=True)
+
+
 def test_mid_epoch_checkpoint_resumes_at_the_right_step(photo_dir, tmp_path):
     runs = tmp_path / "runs"
     # straight through: 7 photos, batch 2 -> 4 steps in the epoch
