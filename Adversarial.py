@@ -29,7 +29,7 @@ from torch import nn
 
 from DiscriminatorLayers import build_discriminator
 from Distributed import DistContext
-from ModelIO import amp_dtype, autocast, decode_prediction
+from ModelIO import amp_dtype, autocast, decode_prediction, known_fields
 from References import GAN_LOSSES, GANS, GanConfig, ModelConfig
 
 STATE_FORMAT = 1
@@ -138,11 +138,6 @@ class Adversary:
         bf16 = amp_dtype(self.device) == torch.bfloat16
         return autocast(self.device) if bf16 else torch.autocast(self.device.type, enabled=False)
 
-    def decoded(self, pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The generator's output as ab (B, 2, H, W) in [-1, 1] at the target's size, differentiably."""
-        ab = decode_prediction(pred, self.cfg, self.bins)
-        return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
-
     def step(self, L: torch.Tensor, ab: torch.Tensor, pred: torch.Tensor,
              pixel_loss: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Update D on this batch; return (the generator's loss, whether the generator updates now).
@@ -151,7 +146,7 @@ class Adversary:
         ``pixel_loss`` its per-pixel loss. Raises DiscriminatorCollapse (see ``check_collapse``).
         """
         update_g = self.generator_turn()
-        fake = self.decoded(pred, ab.shape[-2:])
+        fake = decode_prediction(pred, self.cfg, self.bins, size=ab.shape[-2:])  # differentiable
         d_loss = self.discriminator_step(L, ab, fake.detach())
         self.check_collapse(d_loss)
         self.d_steps += 1
@@ -238,8 +233,7 @@ class Adversary:
 
 
 def gan_config_from_dict(d: dict) -> GanConfig:
-    known = {f.name for f in dataclasses.fields(GanConfig)}
-    return GanConfig(**{k: v for k, v in d.items() if k in known})
+    return GanConfig(**known_fields(GanConfig, d))
 
 
 def gan_settings(gcfg: GanConfig, ckpt: dict | None, plan: dict) -> tuple[GanConfig, dict | None]:

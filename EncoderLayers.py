@@ -30,7 +30,7 @@ _HOW_TO = ("pass --backbone-weights PATH to a torchvision-layout state dict of v
            "for an untrained (random) encoder")
 
 
-def _features_state_dict(raw: dict, source: Path) -> dict[str, torch.Tensor]:
+def features_state_dict(raw: dict, source: Path) -> dict[str, torch.Tensor]:
     """Accept a state dict of ``vgg16().features`` or of the full ``vgg16()``; return the former's keys."""
     if not isinstance(raw, dict) or not raw:
         raise BackboneUnavailableError(f"{source}: not a state dict")
@@ -63,7 +63,7 @@ def load_vgg16_features(source: str | Path | None) -> nn.Sequential:
             raise BackboneUnavailableError(f"{path}: cannot load backbone weights ({e})") from None
         features = vgg16_features()
         try:
-            features.load_state_dict(_features_state_dict(raw, path))
+            features.load_state_dict(features_state_dict(raw, path))
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             raise BackboneUnavailableError(f"{path}: not a VGG16 state dict ({first})") from None

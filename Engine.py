@@ -100,7 +100,7 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
     colorizer = open_colorizer(args, paths, device)
     folders = input_paths(args, paths.examples_dir)
     out_root = Path(args.output) if args.output else paths.results_dir / "evaluation"
-    failures = 0
+    failures, scorers = 0, None
     for folder in folders:
         images, clips = split_videos(find_images(folder, videos=True))
         out_dir = out_root / folder.name if len(folders) > 1 else out_root
@@ -109,7 +109,9 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
                                         int(args.max_megapixels * 1e6))
         if not images:
             continue
-        scorers = distribution_scorers(args, paths, device)
+        scorers = scorers or distribution_scorers(args, paths, device)  # loaded at the first folder of photos
+        for scorer in scorers:
+            scorer.reset()
         rows, grid, failed = evaluate_folder(colorizer, images, args.batch_size or 8,
                                              grid_height=160 if args.output else 0,
                                              max_pixels=int(args.max_megapixels * 1e6), scorers=scorers)
@@ -125,8 +127,8 @@ def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
 
 
 def distribution_scorers(args: argparse.Namespace, paths: Paths, device) -> tuple:
-    """The Fréchet-distance scorers for one folder: FD-VGG16 always (VGG16 from --backbone-weights, else from the
-    shipped model's encoder), FID and IS too with --fid-weights."""
+    """The Fréchet-distance scorers, loaded once for every folder: FD-VGG16 always (VGG16 from --backbone-weights,
+    else from the shipped model's encoder), FID and IS too with --fid-weights."""
     from FrechetDistance import InceptionScores, VGGFrechet, load_fd_backbone
 
     scorers: tuple = (VGGFrechet(load_fd_backbone(args.backbone_weights, paths.default_checkpoint), device),)

@@ -52,7 +52,8 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
     Returns (per-image rows, grid rows of grey | ours | original at ``grid_height`` px
     if > 0, failures as (file, reason)). Unreadable files are reported and skipped.
     Each of ``scorers`` (FrechetDistance.VGGFrechet, InceptionScores) is given every photo as
-    ``add(method, rgb)``, with the methods' names and ``ORIGINAL`` for the originals.
+    ``add(method, rgb)``, with the methods' names and ``ORIGINAL`` for the originals; reset them
+    between folders.
     """
     rows, grid, failed = [], [], []
     bar = tqdm(total=len(files), desc="evaluating", unit="img", disable=not progress)
@@ -74,18 +75,16 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
 
 
 def add_distribution_scores(table: list[dict], scorers: tuple) -> list[dict]:
-    """Add each method's distance from the originals to its summary row: "fd_vgg16" (FrechetDistance.VGGFrechet),
-    and "fid" and "is" (InceptionScores). A row for the originals' own Inception Score is appended."""
-    from FrechetDistance import InceptionScores, VGGFrechet
-
+    """Add each scorer's columns for each method, measured against the originals, to its summary row:
+    "fd_vgg16" (FrechetDistance.VGGFrechet), "fid" and "is" (InceptionScores). When a scorer has figures
+    for the originals themselves (their Inception Score), a row for the originals is appended."""
+    own: dict[str, float] = {}
     for scorer in scorers:
         for r in table:
-            if isinstance(scorer, VGGFrechet):
-                r["fd_vgg16"] = scorer.distance(r["method"], ORIGINAL)
-            elif isinstance(scorer, InceptionScores):
-                r.update(scorer.scores(r["method"], ORIGINAL))
-        if isinstance(scorer, InceptionScores):
-            table.append({"method": ORIGINAL, "images": table[0]["images"], "is": scorer.scores(ORIGINAL, ORIGINAL)["is"]})
+            r.update(scorer.scores(r["method"], ORIGINAL))
+        own.update(scorer.reference_scores(ORIGINAL))
+    if own:
+        table.append({"method": ORIGINAL, "images": table[0]["images"], **own})
     return table
 
 

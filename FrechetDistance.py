@@ -80,16 +80,14 @@ def load_fd_backbone(backbone: str | None, checkpoint: Path) -> nn.Sequential:
     """The frozen VGG16 up to relu5_3: from ``backbone`` (a VGG16 weights file) when given, else from the
     encoder stored in ``checkpoint`` (the shipped model carries the ImageNet VGG16, so every user of a
     release scores with the same weights and nothing is downloaded)."""
-    from EncoderLayers import load_vgg16_features, vgg16_features
+    from EncoderLayers import features_state_dict, load_vgg16_features, vgg16_features
     from ModelIO import read_checkpoint
 
     last = VGG16_TAPS["relu5_3"] + 1
     if backbone:
         return load_vgg16_features(backbone)[:last].eval().requires_grad_(False)
-    encoder = read_checkpoint(checkpoint)["encoder"]
-    weights = {k[len("features."):]: v.float() for k, v in encoder.items() if k.startswith("features.")}
     features = vgg16_features()[:last]
-    features.load_state_dict(weights)
+    features.load_state_dict(features_state_dict(read_checkpoint(checkpoint)["encoder"], checkpoint))
     return features.eval().requires_grad_(False)
 
 
@@ -103,6 +101,10 @@ class VGGFrechet:
         self.net = features.to(self.device)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every photo (before the next folder); the network stays loaded."""
         self.stats: dict[str, FeatureStats] = {}
 
     @torch.no_grad()
@@ -117,6 +119,14 @@ class VGGFrechet:
 
     def distance(self, method: str, reference: str) -> float:
         return frechet_distance(*self.stats[method].mean_cov(), *self.stats[reference].mean_cov())
+
+    def scores(self, method: str, reference: str) -> dict[str, float]:
+        """The summary-table columns of ``method``: {"fd_vgg16": its distance from ``reference``}."""
+        return {"fd_vgg16": self.distance(method, reference)}
+
+    def reference_scores(self, reference: str) -> dict[str, float]:
+        """Columns of the reference set itself: none (its distance from itself is 0)."""
+        return {}
 
 
 class InceptionScores:
@@ -147,6 +157,10 @@ class InceptionScores:
                                                    feature_extractor_weights_path=str(path))
         except RuntimeError as e:
             raise ValueError(f"{path}: not torch-fidelity's Inception-v3 layout ({str(e).splitlines()[0]})") from None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every photo (before the next folder); the network stays loaded."""
         self.pool: dict[str, list[torch.Tensor]] = {}
         self.logits: dict[str, list[torch.Tensor]] = {}
 
@@ -161,9 +175,14 @@ class InceptionScores:
     def scores(self, method: str, reference: str) -> dict[str, float]:
         """{"fid": ``method`` against ``reference``, "is": the Inception Score of ``method`` (mean over 10 splits)}."""
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-        from torch_fidelity.metric_isc import isc_features_to_metric
 
         stats = [fid_features_to_statistics(torch.cat(self.pool[m])) for m in (method, reference)]
-        logits = torch.cat(self.logits[method])
         return {"fid": fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"],
-                "is": isc_features_to_metric(logits, splits=min(10, len(logits)))["inception_score_mean"]}
+                **self.reference_scores(method)}
+
+    def reference_scores(self, reference: str) -> dict[str, float]:
+        """{"is": the Inception Score of ``reference`` itself}, for scale."""
+        from torch_fidelity.metric_isc import isc_features_to_metric
+
+        logits = torch.cat(self.logits[reference])
+        return {"is": isc_features_to_metric(logits, splits=min(10, len(logits)))["inception_score_mean"]}

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import Quantization
@@ -53,16 +54,21 @@ def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | Non
 
 
 def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor | None = None,
-                      temperature: float | None = None) -> torch.Tensor:
-    """Model output -> ab in network units, (B, 2, h, w) float32 in [-1, 1].
+                      temperature: float | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Model output -> ab in network units, (B, 2, h, w) float32 in [-1, 1] (differentiable).
 
     Regression output is already ab. Classification logits (B, Q, h, w) are decoded
     with the annealed mean at ``temperature`` (default: the config's) over ``bins`` (Q, 2).
+    ``size`` (H, W) resizes the result bilinearly, e.g. to the target's size in training.
     """
     if cfg.loss != "classification":
-        return pred.float()
-    t = cfg.temperature if temperature is None else temperature
-    return Quantization.annealed_mean(pred.float(), bins, t)
+        ab = pred.float()
+    else:
+        t = cfg.temperature if temperature is None else temperature
+        ab = Quantization.annealed_mean(pred.float(), bins, t)
+    if size is not None:
+        ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+    return ab
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -123,10 +129,15 @@ def to_builtin(value):
     return value
 
 
+def known_fields(cls, d: dict) -> dict:
+    """The entries of ``d`` that are fields of the dataclass ``cls`` (a checkpoint may hold older or newer keys)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
 def model_config_from_dict(d: dict) -> ModelConfig:
     """Rebuild a ModelConfig saved by ``save_checkpoint`` (lists back to tuples)."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    d = {k: v for k, v in d.items() if k in known}
+    d = known_fields(ModelConfig, d)
     d["taps"] = tuple(d["taps"])
     d["widths"] = tuple((str(k), int(v)) for k, v in d["widths"])
     return ModelConfig(**d)

@@ -175,8 +175,7 @@ def validate(model: nn.Module, loader, loss_fn, cfg: ModelConfig, bins: torch.Te
         L, ab = batch["L"].to(device), batch["ab"].to(device)
         with autocast(device):
             pred = model(L)
-        ab_pred = decode_prediction(pred, cfg, bins)
-        ab_pred = F.interpolate(ab_pred, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+        ab_pred = decode_prediction(pred, cfg, bins, size=ab.shape[-2:])
         sums[0] += loss_fn(pred, ab).item() * len(L)
         sums[1] += (ab_pred - ab).abs().mean(dim=(1, 2, 3)).sum().item() * LAB.ab_scale
         sums[2] += len(L)

@@ -49,6 +49,15 @@ def test_evaluate_prints_the_fd_vgg16_column(photo_dir, tiny_checkpoint, tmp_pat
     assert ours > 0 and grey > 0 and ours != grey
 
 
+def test_each_folder_is_scored_on_its_own_photos(photo_dir, tiny_checkpoint, tmp_path, capsys):
+    """The scorers are loaded once and reset per folder: the same folder twice gives the same FD twice."""
+    args = ["--mode", "evaluate", "--checkpoint", str(tiny_checkpoint), "--input", str(photo_dir), str(photo_dir),
+            "--output", str(tmp_path / "ev"), "--device", "cpu"]
+    assert Engine.main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny.pt |")]
+    assert len(rows) == 2 and rows[0] == rows[1]
+
+
 @pytest.fixture(scope="module")
 def random_inception(tmp_path_factory):
     """A file with torch-fidelity's Inception-v3 layout and random values (the real one is a download)."""
