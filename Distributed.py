@@ -48,6 +48,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.cpu()
 
+    def gather(self, obj: object) -> list:
+        """Every rank's ``obj``, in rank order, on every rank (``[obj]`` without a group)."""
+        if not self.enabled:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def share(self, obj: object) -> object:
         """Rank 0's ``obj`` on every rank (other ranks' argument is ignored). An exception is shared too."""
         if not self.enabled:

@@ -1,10 +1,11 @@
 """The command line: argument parsing, device choice and dispatch to the modes. Nothing else.
 
-Modes: ``inference`` (colourise images and videos, files or folders, at full resolution), ``training`` (Training.fit,
-also under torchrun), ``evaluate`` (scores against the originals, next to the grey baseline, one
-table per folder), ``serve`` (the web page and HTTP API) and ``export`` (a verified .pt release
-or an ONNX graph). Heavy libraries are imported only once a mode runs, so ``--help`` and
-``--version`` answer at once. The installed ``colorize`` command is ``main``.
+Modes: ``inference`` (colourise photos, folders and films at full resolution; Batch), ``training`` (Training.fit,
+also under torchrun), ``evaluate`` (scores against the originals beside the grey baseline; Evaluate), ``serve``
+(the web page and HTTP API; WebApp) and ``export`` (a verified .pt release or an ONNX graph; Export). Inference and
+serve run in the light install (ONNX Runtime, no torch); the other modes need the [train] extra and say so. Heavy
+libraries are imported only once a mode runs, so ``--help`` answers at once; ``--help`` shows the options of
+the chosen ``--mode``. The installed ``colorize`` command is ``main``.
 
 Usage:
     colorize photo.jpg --output photo_colour.png
@@ -14,22 +15,27 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import importlib.util
+import os
+import signal
 import sys
 from pathlib import Path
 
-from References import (DECODERS, DEVICES, GAN_LOSSES, GANS, IMAGE_EXTENSIONS, LIMITS, LOSSES, VERSION, VIDEO_OUTPUT,
-                        GanConfig, ModelConfig, Paths, TrainConfig, VideoConfig)
+from CommandLine import configs_from_args
+from References import LIMITS, GanConfig, ModelConfig, Paths, TrainConfig
 
 MODES = ("inference", "training", "evaluate", "serve", "export")
-
-
-def open_colorizer(args: argparse.Namespace, paths: Paths, device):
-    """The --checkpoint model (default: the shipped one; .onnx runs on ONNX Runtime) with --temperature."""
-    from Inference import Colorizer
-
-    checkpoint = Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint
-    return Colorizer.from_checkpoint(checkpoint, device, args.temperature)
+NEEDS_TORCH = ("training", "evaluate", "export")
+COMMON = {"help", "mode", "checkpoint", "device"}
+SHOWN = {  # the options each mode's --help lists (all of them parse in every mode)
+    "inference": COMMON | {"inputs", "version", "input", "output", "format", "side_by_side", "temperature", "batch_size",
+                           "max_megapixels", "temporal_smoothing", "crf", "skip_existing", "workers"},
+    "evaluate": COMMON | {"inputs", "input", "output", "temperature", "batch_size", "max_megapixels",
+                          "temporal_smoothing", "fid_weights", "backbone_weights"},
+    "serve": COMMON | {"host", "port", "threads", "max_concurrent", "max_megapixels", "temperature"},
+    "export": COMMON | {"ensemble", "output", "temperature"},
+}
 
 
 def input_paths(args: argparse.Namespace, default: Path) -> list[Path]:
@@ -38,112 +44,75 @@ def input_paths(args: argparse.Namespace, default: Path) -> list[Path]:
     return [Path(p) for p in given] or [default]
 
 
-def output_target(inputs: list[Path], out: Path) -> bool:
-    """True when --output names the one output file (one input file and a matching suffix: an image
-    suffix for an image, .mp4 for a video); ValueError when it names a file that cannot be."""
-    from LoadData import is_video
-
-    one = len(inputs) == 1 and inputs[0].is_file()
-    suffix = out.suffix.lower()
-    if one and suffix in ((VIDEO_OUTPUT,) if is_video(inputs[0]) else IMAGE_EXTENSIONS):
-        return True
-    if suffix in IMAGE_EXTENSIONS + (VIDEO_OUTPUT,) and not out.is_dir():
-        named = "a video" if suffix == VIDEO_OUTPUT else "an image"
-        what = ("a video" if is_video(inputs[0]) else "an image") if one else "not one file"
-        raise ValueError(f"--output {out} names {named} file, but the input is {what}; give a folder"
-                         + (f" or a {VIDEO_OUTPUT} file" if one and is_video(inputs[0]) else ""))
-    return False
+def model_path(args: argparse.Namespace, paths: Paths, device: str) -> Path:
+    """--checkpoint, else the shipped model: the ONNX file, or its .pt twin on a GPU (same weights, torch)."""
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    return paths.torch_checkpoint if device.startswith("cuda") else paths.default_checkpoint
 
 
-def run_inference(args: argparse.Namespace, paths: Paths, device) -> int:
-    """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed."""
-    from Inference import colorize_paths, Report
-    from LoadData import find_images, split_videos
+def run_inference(args: argparse.Namespace, paths: Paths) -> int:
+    """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed.
+    Under torchrun the ranks share the work; with --workers N, N processes do."""
+    import Batch
 
     inputs = input_paths(args, paths.examples_dir)
+    Batch.check_inputs(inputs)  # before the model loads
     out = paths.results_dir
-    single = output_target(inputs, out)
-    batch, max_pixels = args.batch_size or 8, int(args.max_megapixels * 1e6)
-    colorizer = open_colorizer(args, paths, device)
-    report = Report()
-    for inp in inputs:
-        images, clips = split_videos(find_images(inp, videos=True))
-        runs = []
-        if images:
-            runs.append(colorize_paths(colorizer, images, inp, out.parent if single else out, batch_size=batch,
-                                       side_by_side=args.side_by_side, suffix=out.suffix if single else "." + args.format,
-                                       max_pixels=max_pixels, output_file=out if single else None))
-        if clips:
-            from Video import colorize_videos
-
-            runs.append(colorize_videos(colorizer, clips, inp, out, smoothing=args.temporal_smoothing, crf=args.crf,
-                                        batch_size=batch, max_pixels=max_pixels, output_file=out if single else None))
-        for r in runs:
-            report.written += r.written
-            report.failed += r.failed
-    where = report.written[0] if single and report.written else out
-    videos = sum(p.suffix == VIDEO_OUTPUT for p in report.written)  # image outputs never end in .mp4
-    stills = len(report.written) - videos
-    counts = " and ".join([f"{stills} image(s)"] * bool(stills or not videos) + [f"{videos} video(s)"] * bool(videos))
-    print(f"wrote {counts} to {where} with {colorizer.name}"
-          + (f"; {len(report.failed)} failed (listed above)" if report.failed else ""))
+    suffix = out.suffix if Batch.output_target(inputs, out) else "." + args.format.replace("jpeg", "jpg")
+    tasks = Batch.plan(inputs, out, suffix, output_file=out if out.suffix == suffix else None)
+    skipped: list[Path] = []
+    if args.skip_existing:
+        tasks, skipped = Batch.skip_existing(tasks)
+    opts = Batch.Options(args.batch_size or 8, args.side_by_side, int(args.max_megapixels * 1e6),
+                         args.temporal_smoothing, args.crf)
+    main_rank = True
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun: each rank its share, on its own device
+        report, main_rank, checkpoint = Batch.run_distributed(lambda device: model_path(args, paths, device),
+                                                              args.device, args.temperature, tasks, opts, suffix)
+    else:
+        device = pick_device(args.device)
+        checkpoint = model_path(args, paths, device)
+        workers = min(args.workers or 1, max(1, len(tasks)))
+        threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+        if workers > 1:
+            report = Batch.run_workers(Batch.model_opener(checkpoint, device, args.temperature, threads), tasks, opts,
+                                       workers, suffix)
+        else:
+            report = Batch.run_tasks_here(Batch.open_model(checkpoint, device, args.temperature), tasks, opts, suffix)
+    report.skipped += skipped
+    if main_rank:
+        print(Batch.summary(report, out, checkpoint.name, single=out.suffix == suffix))
     return 1 if report.failed else 0
 
 
-def run_evaluate(args: argparse.Namespace, paths: Paths, device) -> int:
-    """Score the model and the grey baseline on each input folder: one table per folder, CSV/JSON (+ grid).
-    Videos get the flicker table instead: warping error frame by frame and stabilised, and speed."""
-    from Evaluate import add_distribution_scores, evaluate_folder, evaluate_videos, format_table, write_reports
-    from LoadData import find_images, split_videos
-    from Metrics import summarise
+def run_evaluate(args: argparse.Namespace, paths: Paths) -> int:
+    """Score the model and the grey baseline on each input folder (Evaluate.evaluate_inputs)."""
+    from Evaluate import evaluate_inputs
+    from Inference import Colorizer
 
-    colorizer = open_colorizer(args, paths, device)
-    folders = input_paths(args, paths.examples_dir)
-    out_root = Path(args.output) if args.output else paths.results_dir / "evaluation"
-    failures, scorers = 0, None
-    for folder in folders:
-        images, clips = split_videos(find_images(folder, videos=True))
-        out_dir = out_root / folder.name if len(folders) > 1 else out_root
-        if clips:
-            failures += evaluate_videos(colorizer, clips, out_dir, args.temporal_smoothing, args.batch_size or 8,
-                                        int(args.max_megapixels * 1e6))
-        if not images:
-            continue
-        scorers = scorers or distribution_scorers(args, paths, device)  # loaded at the first folder of photos
-        for scorer in scorers:
-            scorer.reset()
-        rows, grid, failed = evaluate_folder(colorizer, images, args.batch_size or 8,
-                                             grid_height=160 if args.output else 0,
-                                             max_pixels=int(args.max_megapixels * 1e6), scorers=scorers)
-        failures += len(failed)
-        if not rows:
-            raise ValueError(f"{folder}: no image could be read")
-        table = add_distribution_scores(summarise(rows), scorers) if len(rows) >= 4 else summarise(rows)
-        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(table)}")
-        print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid, table).values()))
-    if failures:
-        print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)
-    return 1 if failures else 0
+    device = pick_device(args.device)
+    colorizer = Colorizer.from_checkpoint(model_path(args, paths, device), device, args.temperature)
+
+    def scorers() -> tuple:
+        from FrechetDistance import InceptionScores, VGGFrechet, load_fd_backbone
+        found: tuple = (VGGFrechet(load_fd_backbone(args.backbone_weights, paths.torch_checkpoint), device),)
+        return found + ((InceptionScores(args.fid_weights),) if args.fid_weights else ())
+    return evaluate_inputs(colorizer, input_paths(args, paths.examples_dir),
+                           Path(args.output) if args.output else paths.results_dir / "evaluation",
+                           batch_size=args.batch_size or 8, max_pixels=int(args.max_megapixels * 1e6),
+                           smoothing=args.temporal_smoothing, grid=bool(args.output), open_scorers=scorers)
 
 
-def distribution_scorers(args: argparse.Namespace, paths: Paths, device) -> tuple:
-    """The Fréchet-distance scorers, loaded once for every folder: FD-VGG16 always (VGG16 from --backbone-weights,
-    else from the shipped model's encoder), FID and IS too with --fid-weights."""
-    from FrechetDistance import InceptionScores, VGGFrechet, load_fd_backbone
-
-    scorers: tuple = (VGGFrechet(load_fd_backbone(args.backbone_weights, paths.default_checkpoint), device),)
-    if args.fid_weights:
-        scorers += (InceptionScores(args.fid_weights),)
-    return scorers
-
-
-def run_serve(args: argparse.Namespace, paths: Paths, device) -> int:
+def run_serve(args: argparse.Namespace, paths: Paths) -> int:
     """Serve the web page and HTTP API under waitress until interrupted; a busy port fails before loading."""
+    from Inference import Colorizer
     from WebApp import check_port, serve
 
     check_port(args.host, args.port)
-    limit = args.max_megapixels if args.max_megapixels_given else LIMITS["web_megapixels"]
-    serve(open_colorizer(args, paths, device), args.host, args.port, args.threads, max_megapixels=limit,
+    device = pick_device(args.device)
+    colorizer = Colorizer.from_checkpoint(model_path(args, paths, device), device, args.temperature)
+    serve(colorizer, args.host, args.port, args.threads, max_megapixels=args.max_megapixels,
           max_concurrent=args.max_concurrent)
     return 0
 
@@ -156,8 +125,7 @@ def run_export(args: argparse.Namespace, paths: Paths) -> int:
         raise ValueError("--mode export needs --output, e.g. weights/colorizer.onnx or weights/colorizer.pt")
     if args.ensemble and (args.checkpoint or len(args.ensemble) < 2):
         raise ValueError("--ensemble takes two or more checkpoints and replaces --checkpoint")
-    sources = [Path(c) for c in args.ensemble] if args.ensemble else \
-        [Path(args.checkpoint) if args.checkpoint else paths.default_checkpoint]
+    sources = [Path(c) for c in args.ensemble or [args.checkpoint or paths.torch_checkpoint]]
     out = Path(args.output)
     if out.suffix not in (".onnx", ".pt"):
         raise ValueError(f"--output {out}: name a .onnx (ONNX graph) or .pt (release checkpoint) file")
@@ -182,6 +150,44 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
                    gcfg=gcfg)
 
 
+def pick_device(name: str) -> str:
+    """The device, chosen once: "cpu", or "cuda:N" when torch (the [train] install) sees a GPU and ``name`` allows."""
+    if not has_torch():
+        if name == "cuda":
+            raise ValueError("--device cuda needs torch: pip install 'colorizer[train]'")
+        return "cpu"
+    from Distributed import resolve_device
+    return str(resolve_device(name))
+
+
+def has_torch() -> bool:
+    """Whether torch (the [train] install) is there, without importing it."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
+
+
+def build_parser(mode: str = "inference") -> argparse.ArgumentParser:
+    """Every option of every mode; ``mode``'s --help lists its own (the rest parse but are not shown)."""
+    from CommandLine import add_arguments  # the option definitions (imports References only)
+
+    ap = argparse.ArgumentParser(
+        prog="colorize", formatter_class=_HelpFormatter,
+        description="Colourise black-and-white photos and films: 'colorize photo.jpg', 'colorize scans/', "
+                    "'colorize film.mp4' (steadied from frame to frame, with its sound). The same command is "
+                    "'python Engine.py'.",
+        epilog=None if mode != "inference" else "Other modes have their own options: colorize --mode training "
+                                                "--help (also evaluate, serve, export).")
+    add_arguments(ap, MODES)
+    shown = SHOWN.get(mode) or COMMON | {"batch_size", "workers"} | {  # training: its groups
+        a.dest for g in ap._action_groups if g.title.startswith(("training", "adversarial")) for a in g._group_actions}
+    for action in ap._actions:
+        if action.dest not in shown:
+            action.help = argparse.SUPPRESS
+    return ap
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" except where the help text already explains an unset default."""
 
@@ -191,152 +197,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    m, t, p = ModelConfig(), TrainConfig(), Paths()
-    ap = argparse.ArgumentParser(
-        prog="colorize", formatter_class=_HelpFormatter,
-        description="Automatic image colourizer: a frozen ImageNet VGG16 encoder and a trained decoder predict "
-                    "the Lab colour (ab) of a black-and-white photo, laid over its own full-resolution lightness. "
-                    "'colorize photo.jpg' colourises a file, 'colorize film.mp4' a video (steadied from frame to frame, "
-                    "with its sound); see --mode for training, evaluation, the web app and export. The same "
-                    "command is 'python Engine.py'.")
-    ap.add_argument("inputs", nargs="*", metavar="INPUT", help="image or video files, or folders (same as --input)")
-    ap.add_argument("--version", action="version", version=f"colorize {VERSION}")
-    ap.add_argument("--mode", choices=MODES, default="inference",
-                    help="inference: colourise the inputs; training: train on --data-dir; evaluate: score the "
-                         "model and the grey baseline on folders of colour photos; serve: web page and HTTP API; "
-                         "export: write --checkpoint as a verified .pt release or an .onnx graph (--output)")
-    ap.add_argument("--device", choices=DEVICES, default="auto",
-                    help="auto = CUDA when available, else CPU; under torchrun each process uses cuda:LOCAL_RANK")
-    ap.add_argument("--checkpoint", default=None,
-                    help="model file: a .pt checkpoint or an .onnx export (run on ONNX Runtime) (default: "
-                         "weights/colorizer.pt, the shipped model)")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help=f"images per forward pass; in training, per process: the global batch is batch size x "
-                         f"processes (default: {t.batch_size} for training, 8 otherwise)")
-    ap.add_argument("--max-megapixels", type=float, default=LIMITS["cli_megapixels"],
-                    help=f"refuse images larger than this, checked from the file header before decoding (serve: "
-                         f"default {LIMITS['web_megapixels']:g})")
-    g = ap.add_argument_group("inference and evaluate")
-    g.add_argument("--input", nargs="+", default=None,
-                   help="image or video files, or folders (searched recursively); evaluate takes several folders "
-                        "and prints one table each (videos: a flicker table) (default: examples/)")
-    g.add_argument("--output", default=None,
-                   help=f"output folder, created; with one input file it may name the output file (e.g. out.png) "
-                        f"(default: {p.results_dir}/; evaluate writes CSV/JSON to {p.results_dir}/evaluation/, "
-                        "plus a grid PNG only when --output is given)")
-    g.add_argument("--format", choices=("png", "jpg", "webp"), default="png",
-                   help="image output format in folder mode (videos are always .mp4)")
-    g.add_argument("--side-by-side", action="store_true",
-                   help="images: also write <stem>_compare.png: grey | colourised | original (if in colour)")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="annealed-mean temperature for classification models (lower = more vivid); with "
-                        "--mode export, the release's new default (default: the checkpoint's, "
-                        f"{m.temperature} when trained here)")
-    g.add_argument("--fid-weights", default=None, metavar="PATH",
-                   help="evaluate: also report FID and the Inception Score, from this local copy of torch-fidelity's "
-                        "Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); without it evaluate reports "
-                        "FD-VGG16, a Fréchet distance over VGG16 features that is not FID")
-    g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
-                   help="videos: weight in [0, 1) of the colour carried along the motion from earlier frames "
-                        "against each frame's own prediction, where optical flow can follow the scene; reset at "
-                        "cuts; 0 = every frame on its own. Videos are written as H.264 .mp4 with their audio")
-    g.add_argument("--crf", type=int, default=VideoConfig().crf,
-                   help="videos: H.264 quality, 0 (best, largest) to 51 (smallest); +6 about halves the file")
-    g = ap.add_argument_group("serve")
-    g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
-    g.add_argument("--port", type=int, default=8000, help="TCP port")
-    g.add_argument("--threads", type=int, default=4, help="waitress worker threads")
-    g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
-                   help="images decoded and colourised at once; bounds the server's memory (others wait)")
-    g = ap.add_argument_group("export")
-    g.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
-                   help="instead of --checkpoint: two or more classification runs (same working size, decoder "
-                        "and ab bins) whose decoders become one model on the shared frozen encoder, their "
-                        "colour distributions multiplied; each member adds its decoder's time and about 4 MB")
-    g = ap.add_argument_group("training (batch size and learning rate: the global batch is --batch-size x the "
-                              "number of processes; the learning rate is not scaled for you, and with N "
-                              "processes the linear-scaling rule suggests --lr x N)")
-    g.add_argument("--data-dir", default=str(p.data_dir), help="folder of colour photos to train on")
-    g.add_argument("--val-dir", default=None, help="validation photos (default: a seeded 10%% of --data-dir)")
-    g.add_argument("--runs-dir", default=str(p.runs_dir), help="where run folders are created")
-    g.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
-    g.add_argument("--resume", default=None, help="continue from a run folder or its last.pt (mid-epoch too)")
-    g.add_argument("--backbone-weights", default=p.backbone_weights,
-                   help="VGG16 weights file (torchvision layout); unset = torchvision's IMAGENET1K_V1 "
-                        "(cached or downloaded); 'none' = random (tests only)")
-    g.add_argument("--image-size", type=int, default=m.image_size, help="working resolution (square side)")
-    g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see README)")
-    g.add_argument("--rebalance", type=float, default=t.rebalance,
-                   help="classification: class-rebalancing lambda, 0.5 = Zhang et al., 1 = none")
-    g.add_argument("--decoder-width", type=float, default=1.0,
-                   help="multiplier on every decoder width (1 = the shipped decoder's widths)")
-    g.add_argument("--epochs", type=int, default=t.epochs, help="total epochs (also when resuming)")
-    g.add_argument("--lr", type=float, default=t.lr, help="AdamW peak learning rate (cosine decay by epoch)")
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
-    g.add_argument("--crop-scale", type=float, default=t.crop_scale[0],
-                   help="smallest random crop, as a fraction of the image area (augmentation)")
-    g.add_argument("--seed", type=int, default=t.seed, help="random seed (data order and augmentation)")
-    g.add_argument("--workers", type=int, default=t.workers, help="data-loading processes (per training process)")
-    g.add_argument("--max-train-images", type=int, default=t.max_train_images, help="cap on training images, 0 = all")
-    g.add_argument("--samples", type=int, default=t.samples, help="validation images in each epoch's sample grid")
-    g.add_argument("--save-every-steps", type=int, default=t.save_every_steps,
-                   help="also write last.pt every K optimizer steps, so a kill loses at most K (0 = epoch ends only)")
-    g.add_argument("--max-steps", type=int, default=t.max_steps, help="stop after this many optimizer steps, 0 = no cap")
-    g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU)")
-    g.add_argument("--decoder", choices=DECODERS, default=m.decoder,
-                   help="unet: each up-block refines with a 3x3 conv; resunet: with a residual block of two")
-    g.add_argument("--init-from", default=None, metavar="CKPT",
-                   help="start from this trained model's decoder, config and colour prior (a run's last.pt or a "
-                        "release) instead of a fresh decoder; tensors that do not fit a different --decoder start "
-                        "fresh")
-    g.add_argument("--init-member", type=int, default=None, metavar="N",
-                   help="with an ensemble release as --init-from: which of its decoders to start from")
-    add_gan_arguments(ap)
-    return ap
-
-
-def add_gan_arguments(ap: argparse.ArgumentParser) -> None:
-    gan = GanConfig()
-    g = ap.add_argument_group("adversarial training (--mode training --gan ...; start from a trained generator with "
-                              "--init-from, and use a lower --lr such as 1e-4)")
-    g.add_argument("--gan", choices=GANS, default=gan.kind,
-                   help="patchgan: pix2pix's conditional 70x70 PatchGAN; wgan-gp: a Wasserstein critic with a "
-                        "gradient penalty; none: the per-pixel loss alone")
-    g.add_argument("--lambda-adv", type=float, default=gan.lambda_adv,
-                   help="weight of the adversarial term added to the per-pixel loss")
-    g.add_argument("--gan-loss", choices=GAN_LOSSES, default=gan.gan_loss,
-                   help="patchgan: vanilla (cross-entropy) or lsgan (least squares)")
-    g.add_argument("--d-lr", type=float, default=gan.d_lr, help="discriminator learning rate (Adam; cosine decay)")
-    g.add_argument("--d-width", type=int, default=gan.d_width, help="channels of the discriminator's first layer")
-    g.add_argument("--lambda-gp", type=float, default=gan.lambda_gp, help="wgan-gp: gradient-penalty weight")
-    g.add_argument("--n-critic", type=int, default=gan.n_critic, help="discriminator steps per generator step")
-    g.add_argument("--gan-pretrain-steps", type=int, default=gan.pretrain_steps,
-                   help="steps that train the discriminator alone before the generator sees it (NoGAN)")
-    g.add_argument("--collapse-steps", type=int, default=gan.collapse_steps,
-                   help=f"stop when the discriminator's loss stays below {gan.collapse_loss:g} this many steps "
-                        "in a row (0 = never)")
-
-
-def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, TrainConfig]:
-    """The References defaults with the command line's overrides applied."""
-    paths = dataclasses.replace(
-        Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
-        runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
-        backbone_weights=args.backbone_weights)
-    cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss,
-                              decoder=args.decoder)
-    tcfg = dataclasses.replace(
-        TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
-        samples=args.samples, rebalance=args.rebalance, crop_scale=(args.crop_scale, 1.0),
-        save_every_steps=args.save_every_steps, max_steps=args.max_steps, compile=args.compile,
-        init_from=args.init_from, init_member=args.init_member)
-    return paths, cfg, tcfg
-
-
 def check_args(args: argparse.Namespace) -> str | None:
-    """A usage error in words, or None."""
+    """A usage error in words, or None; fills in --max-megapixels' default for the mode."""
+    if args.max_megapixels is None:
+        args.max_megapixels = LIMITS["web_megapixels" if args.mode == "serve" else "cli_megapixels"]
     if args.image_size < 32 or args.image_size % 16:
         return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
     if not args.max_megapixels > 0:
@@ -347,44 +211,62 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--crf must be between 0 and 51 (got {args.crf})"
     if args.batch_size is not None and args.batch_size < 1:
         return f"--batch-size must be at least 1 (got {args.batch_size})"
+    if args.workers is not None and args.workers < (1 if args.mode == "inference" else 0):
+        return f"--workers must be at least {1 if args.mode == 'inference' else 0} (got {args.workers})"
     if args.n_critic < 1 or args.gan_pretrain_steps < 0 or args.lambda_adv < 0:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
         return "--init-from starts a new run; --resume continues one: give only one of them"
+    if args.mode in NEEDS_TORCH and not has_torch():
+        return f"--mode {args.mode} needs the training install (torch): pip install 'colorizer[train]'"
     return None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (docker stop, systemd) cleans up exactly as Ctrl-C does
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv), pick the device once, run the mode. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.max_megapixels_given = any(a.startswith("--max-megapixels") for a in argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--mode", default="inference")
+    args = build_parser(pre.parse_known_args(argv)[0].mode).parse_args(argv)
     problem = check_args(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from EncoderLayers import BackboneUnavailableError  # imports torch: only once a mode runs
-    from LoadData import ImageReadError, set_pixel_limit
+    with contextlib.suppress(ValueError):  # only the main thread may set a handler (tests call main elsewhere)
+        signal.signal(signal.SIGTERM, _interrupt)
+    from ImageIO import ImageReadError, set_pixel_limit
 
     try:
         paths, cfg, tcfg = configs_from_args(args)
-        set_pixel_limit(args.max_megapixels if args.mode != "serve" or args.max_megapixels_given
-                        else LIMITS["web_megapixels"])
+        set_pixel_limit(args.max_megapixels)
         if args.mode == "training":
             return run_training(args, paths, cfg, tcfg)
         if args.mode == "export":
             return run_export(args, paths)
-        from Distributed import resolve_device
-
-        device = resolve_device(args.device)
-        return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths, device)
-    # User errors get one line; anything else (out of memory, a shape mismatch: bugs) keeps its traceback.
-    except (OSError, ValueError, BackboneUnavailableError, ImageReadError, FloatingPointError) as e:  # VideoReadError too
+        return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths)
+    # What a user can cause gets one line (a missing file, a bad image, a full disk, a wrong option value).
+    except (OSError, ImageReadError, *user_errors()) as e:  # OSError: a missing file, a busy port, a full disk
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that carry a user-facing one-line message, from the modules already loaded."""
+    found: list[type[BaseException]] = [ValueError]
+    for module, name in (("EncoderLayers", "BackboneUnavailableError"), ("Video", "VideoReadError"),
+                         ("Training", "TrainingError"), ("Export", "ExportError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    found.append(FloatingPointError)
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from FullResolution import recombine_image
 from Inference import Colorizer, fit_height, grey_of, hstack, load_batches, to_rgb8, vstack, write_image
 from Metrics import colorfulness, psnr, ssim, summarise
-from ModelIO import atomic_write
+from ImageIO import atomic_write
 from Temporal import WarpingError, flow_grid, lab_ab
 from Video import VideoReadError, check_count, colorize_frames, open_video
 
@@ -62,7 +62,7 @@ def evaluate_folder(colorizer: Colorizer, files: list[Path], batch_size: int = 8
         if batch:
             ab = colorizer.ab_for([img for _, img in batch], temperature)
         for i, (f, img) in enumerate(batch):
-            pred, truth, grey = recombine_image(img, ab[i].numpy()), to_rgb8(img), grey_of(img)
+            pred, truth, grey = recombine_image(img, ab[i]), to_rgb8(img), grey_of(img)
             rows += [score(pred, truth, colorizer.name, f.name), score(grey, truth, "grey", f.name)]
             for scorer in scorers:
                 for method, im in ((ORIGINAL, truth), (colorizer.name, pred), ("grey", grey)):
@@ -181,3 +181,35 @@ def format_flicker(rows: list[dict]) -> str:
                      f"{r['ratio']:>6.2f}  {r['fps_frame_by_frame']:>7.1f} {r['fps_stabilised']:>7.1f}")
     return "\n".join(lines) + "\n(warping error: mean |ab(t+1) - warp(ab(t))| in Lab units over pixels the optical flow " \
         "of the input follows; pairs across a cut skipped)"
+
+
+def evaluate_inputs(colorizer: Colorizer, folders: list[Path], out_root: Path, *, batch_size: int, max_pixels: int,
+                    smoothing: float, grid: bool, open_scorers) -> int:
+    """``--mode evaluate``: one table per folder of colour photos (the model beside the grey baseline; FD-VGG16
+    and, if asked for, FID/IS from ``open_scorers()``, loaded at the first folder of photos), a flicker table
+    per folder of videos; CSV/JSON (and a grid with ``grid``) under ``out_root``. Returns the exit status."""
+    from ImageIO import find_images, split_videos
+    from Metrics import summarise
+
+    failures, scorers = 0, None
+    for folder in folders:
+        images, clips = split_videos(find_images(folder, videos=True))
+        out_dir = out_root / folder.name if len(folders) > 1 else out_root
+        if clips:
+            failures += evaluate_videos(colorizer, clips, out_dir, smoothing, batch_size, max_pixels)
+        if not images:
+            continue
+        scorers = scorers or open_scorers()
+        for scorer in scorers:
+            scorer.reset()
+        rows, grid_rows, failed = evaluate_folder(colorizer, images, batch_size, grid_height=160 if grid else 0,
+                                                  max_pixels=max_pixels, scorers=scorers)
+        failures += len(failed)
+        if not rows:
+            raise ValueError(f"{folder}: no image could be read")
+        table = add_distribution_scores(summarise(rows), scorers) if len(rows) >= 4 else summarise(rows)
+        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(table)}")
+        print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid_rows, table).values()))
+    if failures:
+        print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)
+    return 1 if failures else 0

@@ -4,10 +4,15 @@ Owns everything between a decoded image (uint8 or uint16, grey or RGB) and the c
 RGB, except the network:
   * ``working_L``: the image as the network sees it, L (1, 1, S, S) in [-1, 1]: an antialiased
     bilinear resize done as a horizontal pass per strip, then a vertical pass on the narrow result
-    (the same filter as ``LoadData.resize_to_square``, without a full-size float copy);
+    (Pillow's float resampler: the filter that ``LoadData.resize_to_square``'s PyTorch
+    ``antialias=True`` was written to match, within 1e-5, without a full-size float copy);
+  * ``lab_of``: numpy sRGB -> CIE Lab for small images (the inference path's only Lab conversion).
   * ``recombine_image``: low-resolution ab laid over the image's own full-resolution L, strip by
     strip: bilinear upsampling (PyTorch's align_corners=False formula), the gamut fit, sRGB.
 Only the uint8 input, the uint8 output and O(``STRIP_PIXELS``) float32 buffers are ever held.
+Strips are cut by rows; a row longer than ``STRIP_PIXELS`` is cut into tiles along it too, so a
+39 000 000 x 1 image needs no more than a square one. numpy, Pillow and the standard library
+only: this module runs in the light install (no torch).
 
 The gamut fit keeps L and hue and shrinks chroma by a 12-step bisection on the scale, as
 LoadData.fit_to_gamut does, but in linear RGB (the sRGB curve is monotone, so the test needs no
@@ -21,14 +26,14 @@ Usage:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
-from LoadData import normalize_lab, rgb_to_lab, to_float
+from ImageIO import to_float
 from References import LAB
 
 STRIP_PIXELS = 1 << 20  # pixels per strip: about 60 MB of float32 buffers at most
@@ -49,6 +54,15 @@ def strips(height: int, width: int, pixels: int = STRIP_PIXELS) -> Iterator[tupl
     rows = max(1, pixels // max(width, 1))
     for r0 in range(0, height, rows):
         yield r0, min(height, r0 + rows)
+
+
+def tiles(height: int, width: int, pixels: int = STRIP_PIXELS) -> Iterator[tuple[int, int, int, int]]:
+    """Blocks (r0, r1, c0, c1) of at most about ``pixels`` pixels covering the image: whole-row strips,
+    and, where one row alone is longer than ``pixels``, tiles along it."""
+    cols = min(width, max(1, pixels))
+    for r0, r1 in strips(height, cols, pixels):
+        for c0 in range(0, width, cols):
+            yield r0, r1, c0, min(width, c0 + cols)
 
 
 @functools.cache
@@ -141,14 +155,15 @@ def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def threads() -> int:
-    """Strips processed at once: one per core torch uses (numpy releases the GIL in its loops)."""
-    return max(1, torch.get_num_threads())
+    """Strips processed at once: one per core this process may use (numpy releases the GIL in its loops)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def recombine(fy_of: Callable[[int, int], tuple[np.ndarray, np.ndarray]], height: int, width: int,
+def recombine(fy_of: Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]], height: int, width: int,
               ab_small: np.ndarray | None, out: np.ndarray | None = None, bgr: bool = False) -> np.ndarray:
-    """Full-resolution lightness, given strip by strip by ``fy_of(r0, r1)`` -> (f(Y), Y), each (rows, W)
-    float32, plus low-resolution ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3) with that L.
+    """Full-resolution lightness, given block by block by ``fy_of(r0, r1, c0, c1)`` -> (f(Y), Y), each
+    (rows, cols) float32, plus low-resolution ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3)
+    with that L.
 
     ``out`` may be a preallocated (H, W, 3) uint8 array to fill; ``bgr`` writes OpenCV's channel order.
     """
@@ -158,29 +173,29 @@ def recombine(fy_of: Callable[[int, int], tuple[np.ndarray, np.ndarray]], height
         x0, x1, wx = _axis_weights(ab_small.shape[2], width)
         y0, y1, wy = _axis_weights(ab_small.shape[1], height)
 
-    def strip(rows: tuple[int, int]) -> None:
-        r0, r1 = rows
-        fy, Y = (v.reshape(-1) for v in fy_of(r0, r1))
+    def block(rect: tuple[int, int, int, int]) -> None:
+        r0, r1, c0, c1 = rect
+        fy, Y = (v.reshape(-1) for v in fy_of(r0, r1, c0, c1))
         if ab_small is None:
             a = b = np.zeros_like(fy)
         else:
             top, bot = ab_small[:, y0[r0:r1]], ab_small[:, y1[r0:r1]]
             small = top + (bot - top) * wy[r0:r1, None]  # (2, rows, w_small)
-            left = small[:, :, x0]
-            ab = left + (small[:, :, x1] - left) * wx  # (2, rows, W)
+            left = small[:, :, x0[c0:c1]]
+            ab = left + (small[:, :, x1[c0:c1]] - left) * wx[c0:c1]  # (2, rows, cols)
             a, b = ab[0].reshape(-1), ab[1].reshape(-1)
         lin = fit_gamut(fy, Y, a, b)
-        out[r0:r1] = linear_to_srgb8(lin[::-1] if bgr else lin).reshape(r1 - r0, width, 3)
+        out[r0:r1, c0:c1] = linear_to_srgb8(lin[::-1] if bgr else lin).reshape(r1 - r0, c1 - c0, 3)
 
-    # Strips of STRIP_PIXELS / threads pixels, so the float buffers stay O(STRIP_PIXELS) in all.
+    # Blocks of STRIP_PIXELS / threads pixels, so the float buffers stay O(STRIP_PIXELS) in all.
     n = threads()
-    parts = list(strips(height, width, max(1, STRIP_PIXELS // n)))
+    parts = list(tiles(height, width, max(1, STRIP_PIXELS // n)))
     if n == 1 or len(parts) == 1:
-        for rows in parts:
-            strip(rows)
+        for rect in parts:
+            block(rect)
     else:
         with ThreadPoolExecutor(n) as pool:
-            list(pool.map(strip, parts))
+            list(pool.map(block, parts))
     return out
 
 
@@ -188,31 +203,56 @@ def recombine_image(img: np.ndarray, ab_small: np.ndarray | None, out: np.ndarra
                     bgr: bool = False) -> np.ndarray:
     """An image's own L (uint8/uint16, (H, W) or (H, W, 3)) plus ab (2, h, w) in [-1, 1] -> uint8 RGB (H, W, 3)
     (BGR with ``bgr``)."""
-    return recombine(lambda r0, r1: image_fy(img[r0:r1]), img.shape[0], img.shape[1], ab_small, out, bgr)
+    return recombine(lambda r0, r1, c0, c1: image_fy(img[r0:r1, c0:c1]), img.shape[0], img.shape[1], ab_small, out,
+                     bgr)
 
 
 def recombine_L(L: np.ndarray, ab_small: np.ndarray | None) -> np.ndarray:
     """Lab L (H, W) float in [0, 100] plus ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3)."""
-    def fy_of(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-        fy = (np.asarray(L[r0:r1], np.float32) + np.float32(16.0)) / np.float32(116.0)
+    def fy_of(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        fy = (np.asarray(L[r0:r1, c0:c1], np.float32) + np.float32(16.0)) / np.float32(116.0)
         return fy, _f_inv(fy)
     return recombine(fy_of, L.shape[0], L.shape[1], ab_small)
 
 
-def working_L(img: np.ndarray, size: int) -> torch.Tensor:
-    """The network's view of an image: L (1, 1, size, size) in [-1, 1] (whole image, aspect not kept).
+def _resize_aa(channel: np.ndarray, width: int, height: int) -> np.ndarray:
+    """float32 (h, w) -> (height, width): antialiased bilinear (triangle filter widened by the scale, as
+    PyTorch's ``antialias=True``), in double precision; one pass when only one axis changes."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(channel, np.float32)).resize((width, height),
+                                                                                        Image.Resampling.BILINEAR))
+
+
+def working_L(img: np.ndarray, size: int) -> np.ndarray:
+    """The network's view of an image: L (1, 1, size, size) float32 in [-1, 1] (whole image, aspect not kept).
 
     Antialiased bilinear RGB resize (as LoadData.resize_to_square), separably: each strip is resized
-    horizontally to ``size`` columns, then the (H, size) result vertically; then Lab.
+    horizontally to ``size`` columns, then the (H, size) result vertically; then Lab L.
     """
     h, w = img.shape[:2]
-    narrow = []
+    channels = 1 if img.ndim == 2 else 3
+    narrow = np.empty((channels, h, size), np.float32)
     for r0, r1 in strips(h, w, STRIP_PIXELS // 4):
-        part = torch.from_numpy(to_float(img[r0:r1]))
-        part = part[None, None] if part.dim() == 2 else part.permute(2, 0, 1)[None]
-        narrow.append(F.interpolate(part, size=(r1 - r0, size), mode="bilinear", antialias=True, align_corners=False))
-    x = F.interpolate(torch.cat(narrow, dim=2), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False).clamp(0, 1)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return normalize_lab(rgb_to_lab(x))[0]
+        part = to_float(img[r0:r1])
+        for c in range(channels):
+            narrow[c, r0:r1] = _resize_aa(part if channels == 1 else part[..., c], size, r1 - r0)
+    rgb = np.stack([_resize_aa(narrow[c], size, size) for c in range(channels)])
+    L = lab_of(np.clip(rgb, 0.0, 1.0), channels_first=True)[0]
+    return ((L - np.float32(LAB.l_center)) / np.float32(LAB.l_scale))[None, None]
+
+
+def lab_of(rgb: np.ndarray, channels_first: bool = False) -> np.ndarray:
+    """sRGB float in [0, 1] (H, W, 3), (3, H, W) with ``channels_first``, or grey (H, W) / (1, H, W) ->
+    CIE Lab (D65) (3, H, W) float32: L in [0, 100], a and b about [-110, 110] (the formulas of
+    LoadData.rgb_to_lab, which matches scikit-image)."""
+    x = np.asarray(rgb, np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    elif not channels_first:
+        x = np.moveaxis(x, -1, 0)
+    lin = np.where(x > np.float32(LAB.srgb_threshold), ((x + np.float32(0.055)) / np.float32(1.055)) ** 2.4,
+                   x / np.float32(12.92)).astype(np.float32)
+    if lin.shape[0] == 1:
+        lin = np.repeat(lin, 3, axis=0)
+    xyz = np.einsum("ij,jhw->ihw", _M.astype(np.float32), lin) / _WHITE[:, None, None]
+    fx, fy, fz = (_fy(c) for c in xyz)
+    return np.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz))).astype(np.float32)

@@ -1,15 +1,16 @@
-"""Colourising images at their original resolution, from a .pt checkpoint or an ONNX export.
+"""Colourising images at their original resolution, from an ONNX export (ONNX Runtime) or a .pt checkpoint (torch).
 
 Owns the one path from pixels to pixels, shared by evaluation, the web app and the command line:
   decoded image (uint8/uint16) -> ``FullResolution.working_L`` (L at the working size) ->
-  the model (torch, or ONNX Runtime for .onnx) -> ab in [-1, 1] at low resolution ->
+  the model (ONNX Runtime for .onnx, torch for .pt) -> ab in [-1, 1] at low resolution ->
   ``FullResolution.recombine_image`` (ab upsampled onto the image's own L in strips, chroma
   fitted into the sRGB gamut, L kept exactly) -> uint8 RGB.
 Also owns colourising files and folders (bounded memory: images are decoded a few at a time,
-up to a pixel budget), output naming, and atomic image writing.
+up to a pixel budget), output naming, and atomic image writing. numpy, OpenCV and ONNX Runtime
+only: torch is imported only to run a .pt checkpoint (the [train] install).
 
 Usage:
-    colorizer = Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu"))
+    colorizer = Colorizer.from_checkpoint("weights/colorizer.onnx")
     report = colorize_paths(colorizer, find_images("old_photos/"), Path("old_photos"), Path("results"))
 """
 from __future__ import annotations
@@ -21,30 +22,33 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from FullResolution import recombine_image, working_L
-from LoadData import ImageReadError, as_rgb, load_image, rgb_to_lab, to_float, to_tensor
-from ModelIO import atomic_write, autocast, decode_prediction, load_checkpoint
+from FullResolution import lab_of, recombine_image, working_L
+from ImageIO import DiskFullError, ImageReadError, as_rgb, atomic_write, load_image, to_float
 from References import ModelConfig
 
 BATCH_PIXELS = 24_000_000  # decoded pixels held at once in folder mode (beside one output)
+Predictor = Callable[[np.ndarray, "float | None"], np.ndarray]  # L (B, 1, S, S) -> ab (B, 2, h, w), float32
 
 
-def onnx_predictor(path: Path, device: torch.device,
-                   temperature: float | None) -> tuple[Callable[[torch.Tensor, float | None], torch.Tensor], ModelConfig]:
+def onnx_predictor(path: Path, device: str, temperature: float | None,
+                   threads: int = 0) -> tuple[Predictor, ModelConfig]:
     """An ONNX Runtime session for an ``Export.export_onnx`` file: (predict(L, temperature) -> ab, its config).
 
     The annealed-mean temperature is part of the graph: asking for another one is an error.
+    ``threads`` > 0 caps ONNX Runtime's threads (one of several worker processes); 0 = one per core.
     """
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+
     providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        session = ort.InferenceSession(str(path), providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ONNX Runtime raises its own exception types for unreadable files
         raise ValueError(f"{path}: not a readable ONNX model ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
     meta = session.get_modelmeta().custom_metadata_map
@@ -58,60 +62,55 @@ def onnx_predictor(path: Path, device: torch.device,
             raise ValueError(f"{path.name}: the temperature is fixed at {cfg.temperature:g} in an ONNX export; "
                              "export again from the .pt checkpoint to change it")
 
-    def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
+    def predict(L: np.ndarray, t: float | None) -> np.ndarray:
         check(t)
-        return torch.from_numpy(session.run(["ab"], {"L": L.cpu().numpy()})[0])
+        return session.run(["ab"], {"L": np.ascontiguousarray(L, np.float32)})[0]
     check(temperature)
     return predict, cfg
 
 
 @dataclass
 class Colorizer:
-    """A loaded model ready to colourise: its prediction function, config and device."""
+    """A loaded model ready to colourise: its prediction function, config and device ("cpu", "cuda:0")."""
 
-    predict: Callable[[torch.Tensor, float | None], torch.Tensor]
+    predict: Predictor
     cfg: ModelConfig
-    device: torch.device
+    device: str = "cpu"
     name: str = "model"
-    model: torch.nn.Module | None = None  # the torch model (None for ONNX)
+    model: object | None = None  # the torch model for a .pt checkpoint (None for ONNX)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: torch.device, temperature: float | None = None) -> "Colorizer":
-        """Open a .pt checkpoint (torch) or an .onnx export (ONNX Runtime); ``temperature`` is the default for calls."""
-        path = Path(path)
+    def from_checkpoint(cls, path: str | Path, device: object = "cpu", temperature: float | None = None,
+                        threads: int = 0) -> "Colorizer":
+        """Open an .onnx export (ONNX Runtime) or a .pt checkpoint (torch, the [train] install); ``device`` is a
+        torch.device or its name; ``temperature`` is the default for calls; ``threads`` caps ONNX Runtime's."""
+        path, device = Path(path), str(device)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model not found")
         if path.suffix.lower() == ".onnx":
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: model not found")
-            predict, cfg = onnx_predictor(path, device, temperature)
+            predict, cfg = onnx_predictor(path, device, temperature, threads)
             model = None
         else:
-            model, ckpt = load_checkpoint(path, device)
-            cfg = ckpt["model_config"]
-            if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
-            bins = ckpt["extras"].get("ab_bins")
-            bins = None if bins is None else bins.to(device)
+            try:
+                from ModelIO import torch_predictor
+            except ImportError as e:
+                if e.name not in ("torch", "torchvision"):
+                    raise
+                raise ValueError(f"{path}: a .pt checkpoint needs torch: pip install 'colorizer[train]' (or run "
+                                 "the .onnx export, weights/colorizer.onnx)") from None
+            predict, cfg, model = torch_predictor(path, device)
 
-            @torch.inference_mode()
-            def predict(L: torch.Tensor, t: float | None) -> torch.Tensor:
-                L = L.to(device)
-                if device.type == "cuda":
-                    L = L.contiguous(memory_format=torch.channels_last)
-                with autocast(device):
-                    pred = model(L)
-                return decode_prediction(pred, cfg, bins, t).cpu()
-
-        def with_default(L: torch.Tensor, t: float | None = None) -> torch.Tensor:
+        def with_default(L: np.ndarray, t: float | None = None) -> np.ndarray:
             return predict(L, temperature if t is None else t)
         return cls(with_default, cfg, device, path.name, model)
 
-    def predict_ab(self, L: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """L (B, 1, S, S) in [-1, 1] at the working size -> ab (B, 2, h, w) in [-1, 1], on the CPU."""
+    def predict_ab(self, L: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """L (B, 1, S, S) float32 in [-1, 1] at the working size -> ab (B, 2, h, w) float32 in [-1, 1]."""
         return self.predict(L, temperature)
 
-    def ab_for(self, images: list[np.ndarray], temperature: float | None = None) -> torch.Tensor:
+    def ab_for(self, images: list[np.ndarray], temperature: float | None = None) -> np.ndarray:
         """Decoded images (uint8/uint16, any sizes) -> their ab (B, 2, h, w) in [-1, 1], one forward pass."""
-        return self.predict_ab(torch.cat([working_L(im, self.cfg.image_size) for im in images]), temperature)
+        return self.predict_ab(np.concatenate([working_L(im, self.cfg.image_size) for im in images]), temperature)
 
     def colorize(self, images: list[np.ndarray], temperature: float | None = None) -> list[np.ndarray]:
         """Images (H_i, W_i[, 3]) as uint8/uint16 pixels, or float in [0, 1] -> colourised uint8 RGB (H_i, W_i, 3).
@@ -121,7 +120,7 @@ class Colorizer:
         """
         images = [as_pixels(im) for im in images]
         ab = self.ab_for(images, temperature)
-        return [recombine_image(im, ab_i.numpy()) for im, ab_i in zip(images, ab)]
+        return [recombine_image(im, ab_i) for im, ab_i in zip(images, ab)]
 
 
 def as_pixels(img: np.ndarray) -> np.ndarray:
@@ -141,18 +140,13 @@ def is_colour(img: np.ndarray, threshold: float = 3.0) -> bool:
     """True when decoded pixels have real colour (mean Lab chroma above ``threshold``)."""
     if img.ndim == 2:
         return False
-    lab = rgb_to_lab(to_tensor(to_float(img[::4, ::4])))
-    return float(lab[1:].pow(2).sum(0).sqrt().mean()) > threshold
+    lab = lab_of(to_float(img[::4, ::4]))
+    return float(np.sqrt(lab[1] ** 2 + lab[2] ** 2).mean()) > threshold
 
 
 def grey_of(img: np.ndarray) -> np.ndarray:
     """The Lab-L greyscale version of decoded pixels, as uint8 RGB (a = b = 0)."""
     return recombine_image(as_pixels(img), None)
-
-
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
-    return (rgb.permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
 
 
 def fit_height(image: np.ndarray, height: int) -> np.ndarray:
@@ -197,14 +191,15 @@ def encode_image(image: np.ndarray, suffix: str, quality: int = 95, bgr: bool = 
 
 
 def write_image(path: Path, image: np.ndarray, quality: int = 95, bgr: bool = False) -> None:
-    """Write uint8 RGB (H, W, 3) (or BGR, OpenCV's order, with ``bgr``: no copy) atomically, streamed to
-    disk by OpenCV; format from the suffix."""
-    bgr = image if bgr else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    """Write uint8 RGB (H, W, 3) (or BGR, OpenCV's order, with ``bgr``: no copy) atomically; format from the
+    suffix. Encoded in memory first, so a full disk is reported as such (ImageIO.DiskFullError), not as a
+    failure to encode."""
+    data = encode_image(image, path.suffix, quality, bgr)
 
     def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, bgr, _encode_params(path.suffix, quality)):
-            raise ValueError(f"could not encode image as {path.suffix}")
-    atomic_write(path, write, keep_suffix=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, write)
 
 
 def load_batches(files: list[Path], batch_size: int, max_pixels: int | None = None,
@@ -238,31 +233,46 @@ class Report:
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs already there (--skip-existing)
+
+    def add(self, other: "Report") -> None:
+        self.written += other.written
+        self.failed += other.failed
+        self.skipped += other.skipped
 
 
-def plan_outputs(files: list[Path], input_root: Path, output_dir: Path, suffix: str = ".png") -> list[Path]:
-    """One output path per input: same sub-folder and stem, new suffix; never an input's own path,
-    never the same output for two inputs (``a.jpg`` and ``a.png`` -> ``a.png`` and ``a_png.png``)."""
-    inputs = {f.resolve() for f in files}
+def plan_outputs(files: list[Path], input_root: Path, output_dir: Path, suffix: str = ".png",
+                 taken: set[Path] | None = None, inputs: set[Path] | None = None) -> list[Path]:
+    """One output path per input: same sub-folder and stem, new suffix; never an input's own path, never
+    the same output for two inputs (``a.jpg`` and ``a.png`` -> ``a.png`` and ``a_png.png``, then ``a_2.png``...).
+
+    ``taken`` (updated) and ``inputs`` (resolved paths) may be shared between calls, so that outputs
+    planned for several inputs of one run never overwrite each other or any of the run's inputs.
+    """
+    inputs = {f.resolve() for f in files} | (inputs or set())
     root = input_root if input_root.is_dir() else input_root.parent
-    taken: set[Path] = set()
+    taken = set() if taken is None else taken
     outs = []
     for f in files:
         rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
-        out = output_dir / rel.parent / (rel.stem + suffix)
-        if out.resolve() in inputs or out.resolve() in taken:
-            out = output_dir / rel.parent / f"{rel.stem}_{f.suffix.lstrip('.').lower()}{suffix}"
-        if out.resolve() in inputs or out.resolve() in taken:
-            out = output_dir / rel.parent / f"{rel.stem}_colorized{suffix}"
+        folder = output_dir / rel.parent
+        names = [rel.stem + suffix, f"{rel.stem}_{f.suffix.lstrip('.').lower()}{suffix}",
+                 f"{rel.stem}_colorized{suffix}"]
+        out = next((folder / n for n in names if (folder / n).resolve() not in inputs | taken), None)
+        k = 2
+        while out is None or out.resolve() in inputs or out.resolve() in taken:
+            out, k = folder / f"{rel.stem}_{k}{suffix}", k + 1
         taken.add(out.resolve())
         outs.append(out)
     return outs
 
 
-def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
-                   batch_size: int = 8, side_by_side: bool = False, suffix: str = ".png", progress: bool = True,
-                   max_pixels: int | None = None, output_file: Path | None = None) -> Report:
-    """Colourise files into ``output_dir`` (same stems), or one file into ``output_file``.
+def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path | None = None,
+                   output_dir: Path | None = None, *, batch_size: int = 8, side_by_side: bool = False,
+                   suffix: str = ".png", progress: bool = True, max_pixels: int | None = None,
+                   output_file: Path | None = None, outputs: list[Path] | None = None) -> Report:
+    """Colourise files into ``output_dir`` (same stems), into ``outputs`` (one per file, planned by the
+    caller), or one file into ``output_file``.
 
     Unreadable files are reported (one line each, naming the file) and skipped; the rest are
     still written. With ``side_by_side``, also writes ``<stem>_compare.png``: grey | colourised
@@ -275,6 +285,8 @@ def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, ou
         if output_file.resolve() == files[0].resolve():
             raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
         outs = {files[0]: output_file}
+    elif outputs is not None:
+        outs = dict(zip(files, outputs))
     else:
         outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
     bar = tqdm(total=len(files), desc="colourising", unit="img", disable=not progress)
@@ -285,13 +297,15 @@ def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path, ou
             continue
         ab = colorizer.ab_for([img for _, img in batch])
         for i, (f, img) in enumerate(batch):
-            out, result = outs[f], recombine_image(img, ab[i].numpy(), bgr=True)  # BGR: written without a copy
+            out, result = outs[f], recombine_image(img, ab[i], bgr=True)  # BGR: written without a copy
             try:
                 write_image(out, result, bgr=True)
                 if side_by_side:
                     panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
                     write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
                 report.written.append(out)
+            except DiskFullError:
+                raise  # every later file would fail the same way
             except (OSError, ValueError) as e:
                 report.failed.append((f, f"{out}: cannot write ({e})"))
                 tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)

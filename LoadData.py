@@ -1,9 +1,8 @@
 """Images in, Lab tensors out: decoding, colour conversion and the training dataset.
 
 Owns every step between a file on disk and the network's input/target:
-  * ``load_image``: any supported file -> compact pixels (uint8/uint16, grey or RGB), with the
-    user's pixel limit checked from the header (EXIF orientation applied, alpha composited onto
-    white, 16-bit and palette images handled); ``load_rgb``: the same as float32 RGB in [0, 1];
+  * ``load_rgb``: ``ImageIO.load_image`` (decoding, limits, EXIF; re-exported here, torch-free) as
+    float32 RGB in [0, 1];
   * ``rgb_to_lab`` / ``lab_to_rgb``: vectorised sRGB(D65) <-> CIE Lab in torch, matching
     scikit-image within 1e-3;
   * ``normalize_lab`` / ``denormalize_lab``: Lab <-> network units, L and ab in [-1, 1];
@@ -15,7 +14,6 @@ Usage:
 """
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from collections.abc import Iterator
@@ -24,136 +22,16 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from References import IMAGE_EXTENSIONS, LAB, VIDEO_EXTENSIONS
+from ImageIO import ImageReadError, as_rgb, find_images, load_image, to_float
+from References import LAB
 
-
-class ImageReadError(ValueError):
-    """A file that could not be decoded as an image; the message names the file."""
-
-
-class ImageTooLargeError(ImageReadError):
-    """More pixels than the user's limit (--max-megapixels); raised from the header, before decoding."""
-
-    def __init__(self, label: str, megapixels: float, limit_mp: float, size: tuple[int, int] | None = None) -> None:
-        dims = f"{size[0]}x{size[1]} pixels, " if size else ""
-        super().__init__(f"{label}: image too large ({dims}{megapixels:.1f} MP; the limit is {limit_mp:g} MP, "
-                         "raise it with --max-megapixels)")
-        self.megapixels, self.limit_mp = megapixels, limit_mp
-
-
-class UnsupportedImageError(ImageReadError):
-    """A real image, but in a format this tool does not accept."""
-
-
-_limit = {"pixels": 200_000_000}
-
-
-def set_pixel_limit(megapixels: float) -> None:
-    """The default --max-megapixels for ``load_image``; Pillow's own bomb guard is set from it too, so that
-    ours is always the check a user meets (Pillow only warns up to twice its limit, which we ignore)."""
-    _limit["pixels"] = int(megapixels * 1e6)
-    Image.MAX_IMAGE_PIXELS = _limit["pixels"]
-
-
-def find_images(root: str | Path, videos: bool = False) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted), with ``videos`` also video files, or
-    ``[root]`` for a single file.
-
-    Raises FileNotFoundError if ``root`` does not exist and ValueError if it holds no
-    file with a supported extension.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such file or folder")
-    if root.is_file():
-        return [root]
-    suffixes = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
-    if not files:
-        raise ValueError(f"{root}: no {'images or videos' if videos else 'images'} found (looked for "
-                         f"{', '.join(suffixes)})")
-    return files
-
-
-def is_video(path: str | Path) -> bool:
-    """True for a file name with a video extension (References.VIDEO_EXTENSIONS)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def split_videos(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(the images, the videos) of ``files``, each in the given order."""
-    return [f for f in files if not is_video(f)], [f for f in files if is_video(f)]
-
-
-def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
-               formats: tuple[str, ...] | None = None) -> np.ndarray:
-    """Decode an image file (a path, or a binary file object such as an upload) to its pixels, compactly.
-
-    Returns uint8 (H, W) for greyscale, uint16 (H, W) for 16-bit greyscale, or uint8 (H, W, 3) RGB.
-    EXIF orientation is applied and transparency composited onto white. The size is checked
-    against ``max_pixels`` (default: ``set_pixel_limit``'s) from the header, before decoding.
-    ``formats`` optionally restricts Pillow's format names (e.g. ("PNG", "JPEG")). Raises
-    ImageReadError (or ImageTooLargeError, UnsupportedImageError) with a message that starts
-    with ``name`` (default: the path).
-    """
-    label = name or str(path)
-    limit = _limit["pixels"] if max_pixels is None else max_pixels
-    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
-        Image.MAX_IMAGE_PIXELS = limit  # only ever raised: Pillow must not refuse what our limit allows
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
-            with Image.open(path) as im:
-                if formats is not None and im.format not in formats:
-                    raise UnsupportedImageError(f"{label}: unsupported image type {im.format}")
-                if im.width * im.height > limit:
-                    raise ImageTooLargeError(label, im.width * im.height / 1e6, limit / 1e6, im.size)
-                im = ImageOps.exif_transpose(im)
-                return _pil_to_array(im)
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as e:  # over twice Pillow's limit: it refuses in Image.open
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        raise ImageTooLargeError(label, int(found.group(1)) / 1e6 if found else float("nan"), limit / 1e6) from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{label}: not a readable image (unknown or corrupt format)") from None
-    except FileNotFoundError:
-        raise ImageReadError(f"{label}: no such file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{label}: cannot decode image ({e})") from None
-
-
-def _pil_to_array(im: Image.Image) -> np.ndarray:
-    """Pillow image of any mode -> uint8 (H, W) / uint16 (H, W) / uint8 (H, W, 3)."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(im)
-        if im.mode == "I" and arr.max() <= 255:
-            return arr.clip(0, 255).astype(np.uint8)
-        return arr.clip(0, 65535).astype(np.uint16)
-    if im.mode == "F":
-        return (np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if im.mode in ("L", "1"):
-        return np.asarray(im.convert("L"))
-    return np.asarray(im.convert("RGB"))
-
-
-def to_float(img: np.ndarray) -> np.ndarray:
-    """uint8 or uint16 pixels -> float32 in [0, 1], same shape."""
-    return img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)
-
-
-def as_rgb(img: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, 3) -> (H, W, 3), greyscale repeated into the three channels."""
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+# find_images and ImageReadError are ImageIO's, re-exported: training code reads its data through LoadData
+__all__ = ["ImageReadError", "find_images", "load_rgb", "rgb_to_lab", "lab_to_rgb", "lab_to_rgb_unclipped",
+           "fit_to_gamut", "normalize_lab", "denormalize_lab", "to_tensor", "resize_to_square",
+           "ColorizationDataset", "EpochSampler", "collate_skip", "make_loader"]
 
 
 def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch import nn
 import Quantization
 from DecoderLayers import ColorizationModel, Decoder, DecoderEnsemble
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
+from ImageIO import atomic_write
 from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -83,31 +83,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=amp_dtype(device))
-
-
-# ----------------------------------------------------------------------------- files
-
-def atomic_write(path: Path, write: Callable[[str], object], keep_suffix: bool = False) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half file.
-
-    ``keep_suffix`` ends the temporary name with ``path``'s suffix (for writers that pick the
-    format from it, such as OpenCV's imwrite).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_suffix else ""),
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should look like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def to_builtin(value):
@@ -237,6 +212,31 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[Colorizatio
                                    for k, v in ckpt["decoder"].items()})
     ckpt["model_config"] = cfg
     return model.to(device).eval(), ckpt
+
+
+def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfig, ColorizationModel]:
+    """A .pt checkpoint as Inference.Colorizer's predictor: (predict(L, temperature) -> ab, config, model).
+
+    ``predict`` takes L (B, 1, S, S) float32 numpy in [-1, 1] and returns ab (B, 2, h, w) float32 numpy in
+    [-1, 1], run on ``device`` ("cpu", "cuda", "cuda:1") under the one autocast context.
+    """
+    dev = torch.device(device)
+    model, ckpt = load_checkpoint(path, dev)
+    cfg = ckpt["model_config"]
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    bins = ckpt["extras"].get("ab_bins")
+    bins = None if bins is None else bins.to(dev)
+
+    @torch.inference_mode()
+    def predict(L, t: float | None):
+        x = torch.from_numpy(L).to(dev)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(dev):
+            pred = model(x)
+        return decode_prediction(pred, cfg, bins, t).cpu().numpy()
+    return predict, cfg, model
 
 
 def load_generator(path: str | Path, device: torch.device, decoder: str | None = None,

@@ -16,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict layout changes (2: adds "progress")
 
 ROOT = Path(__file__).resolve().parent
@@ -64,7 +64,9 @@ class Paths:
     runs_dir: Path = Path("runs")
     examples_dir: Path = field(default_factory=lambda: asset_dir() / "examples")
     results_dir: Path = Path("results")
-    default_checkpoint: Path = field(default_factory=lambda: asset_dir() / "weights" / "colorizer.pt")
+    # the runtime model (ONNX Runtime, both installs) and the same release for torch (training, export, GPU)
+    default_checkpoint: Path = field(default_factory=lambda: asset_dir() / "weights" / "colorizer.onnx")
+    torch_checkpoint: Path = field(default_factory=lambda: asset_dir() / "weights" / "colorizer.pt")
     # None: torchvision's IMAGENET1K_V1 (cache, then download); "none": random init.
     backbone_weights: str | None = None
 

@@ -14,7 +14,7 @@ file, renamed into place) and its frame count is checked before the rename: an i
 no half-written video.
 
 Usage:
-    colorizer = Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu"))
+    colorizer = Colorizer.from_checkpoint("weights/colorizer.onnx")
     result = colorize_video(colorizer, Path("film.mp4"), Path("out/film.mp4"), smoothing=0.8)
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from FullResolution import recombine_image
 from Inference import BATCH_PIXELS, Colorizer, Report, plan_outputs
-from ModelIO import atomic_write
+from ImageIO import atomic_write
 from References import VIDEO_OUTPUT, VideoConfig
 from Temporal import Stabiliser, flow_grid, luminance
 
@@ -212,7 +212,7 @@ def colorize_frames(colorizer: Colorizer, info: VideoInfo, frames: Iterator[np.n
     grid = flow_grid((info.height, info.width))
     stab = Stabiliser(smoothing)
     for batch in batched(frames, frames_per_batch(info, batch_size)):
-        ab = colorizer.ab_for(batch).numpy()  # (B, 2, h, w) in [-1, 1]
+        ab = colorizer.ab_for(batch)  # (B, 2, h, w) in [-1, 1]
         for frame, a in zip(batch, ab):
             grey = luminance(frame, grid)
             on_grid = np.stack([cv2.resize(c, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR) for c in a])
@@ -293,13 +293,16 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
 
 def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
                     smoothing: float, crf: int = VideoConfig().crf, batch_size: int = 8,
-                    max_pixels: int | None = None, output_file: Path | None = None, progress: bool = True) -> Report:
+                    max_pixels: int | None = None, output_file: Path | None = None, progress: bool = True,
+                    outputs: list[Path] | None = None) -> Report:
     """Colourise each video into ``output_dir`` as <stem>.mp4 (or the one video into ``output_file``).
     A video that fails is reported on one line naming it; the others are still written."""
     if output_file is not None:
         if output_file.resolve() == files[0].resolve():
             raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
         outs = [output_file]
+    elif outputs is not None:
+        outs = outputs
     else:
         outs = plan_outputs(files, input_root, output_dir, VIDEO_OUTPUT)
     report = Report()

@@ -1,6 +1,6 @@
 """The web colourizer: a Flask app (one page + a small HTTP API) over Inference.py.
 
-Owns the HTTP surface only; decoding is LoadData.load_image and colourising is
+Owns the HTTP surface only; decoding is ImageIO.load_image and colourising is
 Inference.Colorizer, the same code the command line uses. The model is loaded once, at
 start-up. A semaphore lets at most ``max_concurrent`` requests decode and colourise at once
 (others wait their turn), so the server's memory has a ceiling whatever the uploads: about
@@ -16,7 +16,7 @@ Routes:
     GET  /healthz       {"status", "model_loaded", "device", "checkpoint", ...}
 
 Usage:
-    app = create_app(Colorizer.from_checkpoint("weights/colorizer.pt", torch.device("cpu")))
+    app = create_app(Colorizer.from_checkpoint("weights/colorizer.onnx"))
     python Engine.py --mode serve --port 8000      # the same app under waitress
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from FullResolution import recombine_image
 from Inference import Colorizer, encode_image
-from LoadData import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
+from ImageIO import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
 from References import LIMITS, asset_dir
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
@@ -122,7 +122,7 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
             except ValueError as e:  # e.g. a temperature that an ONNX export cannot change
                 return error(400, str(e))
             try:
-                data = encode_image(recombine_image(img, ab[0].numpy(), bgr=True), suffix, bgr=True)
+                data = encode_image(recombine_image(img, ab[0], bgr=True), suffix, bgr=True)
             except ValueError:
                 return error(500, "could not encode the result")
             del img

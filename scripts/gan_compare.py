@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(labels) != len(args.checkpoint):
         ap.error("give one --labels entry per --checkpoint")
     out, folders = Path(args.output), [Path(f) for f in args.folders]
-    backbone = load_fd_backbone(None, Paths().default_checkpoint)
+    backbone = load_fd_backbone(None, Paths().torch_checkpoint)
     results = {}
     for label, ckpt in zip(labels, args.checkpoint):
         results[label] = score_model(Path(ckpt), folders, out / label, backbone)

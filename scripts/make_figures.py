@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from Inference import Colorizer, fit_height, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
-from LoadData import find_images, load_image  # noqa: E402
+from ImageIO import find_images, load_image  # noqa: E402
 
 
 def header(labels: list[str], widths: list[int], gap: int = 4, height: int = 26) -> np.ndarray:

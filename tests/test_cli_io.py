@@ -10,7 +10,7 @@ from PIL import Image
 
 import Engine
 from conftest import ROOT, real_photo
-from LoadData import ImageTooLargeError, load_image
+from ImageIO import ImageTooLargeError, load_image
 
 
 def png_header_only(path, width, height):

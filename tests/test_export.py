@@ -9,7 +9,7 @@ import Engine
 from conftest import ROOT, SHARED_CORPUS, TINY, needs_shared_corpus
 from Export import ExportError, ab_difference, export_onnx, export_release
 from Inference import Colorizer
-from LoadData import find_images, load_image
+from ImageIO import find_images, load_image
 from ModelIO import build_model, load_checkpoint, nonfinite_tensors, save_checkpoint
 
 CPU = torch.device("cpu")

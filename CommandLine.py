@@ -1,0 +1,147 @@
+"""The command line's options: every --flag of every mode, its default and its help. Nothing runs here.
+
+Engine.build_parser makes the parser and decides which of these each mode's --help lists. Imports
+References only, so ``colorize --help`` answers without loading numpy, OpenCV or a model.
+
+Usage:
+    ap = argparse.ArgumentParser(prog="colorize"); add_arguments(ap, ("inference", "training"))
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from References import (DECODERS, DEVICES, GAN_LOSSES, GANS, LIMITS, LOSSES, VERSION, GanConfig, ModelConfig, Paths,
+                        TrainConfig, VideoConfig)
+
+
+def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    """Add every option to ``ap``; ``modes`` are --mode's choices."""
+    m, t, p = ModelConfig(), TrainConfig(), Paths()
+    ap.add_argument("inputs", nargs="*", metavar="INPUT", help="photos, films or folders (default: examples/)")
+    ap.add_argument("--version", action="version", version=f"colorize {VERSION}")
+    ap.add_argument("--mode", choices=modes, default="inference",
+                    help="inference: colourise; training, evaluate, export (the [train] install); serve: the web page "
+                         "and API. Each mode lists its options with --mode MODE --help")
+    ap.add_argument("--device", choices=DEVICES, default="auto",
+                    help="auto = CUDA if torch sees one, else CPU; under torchrun, cuda:LOCAL_RANK")
+    ap.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="model: .onnx (ONNX Runtime) or .pt (torch) (default: the shipped colorizer.onnx; .pt on a GPU)")
+    ap.add_argument("--batch-size", type=int, default=None, metavar="N",
+                    help=f"images per forward pass (default: 8; training: {t.batch_size} per process)")
+    ap.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                    help=f"refuse larger images, checked before decoding (default: {LIMITS['cli_megapixels']:g}; serve: "
+                         f"{LIMITS['web_megapixels']:g})")
+    g = ap.add_argument_group("photos and films")
+    g.add_argument("--input", nargs="+", default=None, metavar="PATH",
+                   help="more inputs, as INPUT; evaluate: folders of colour photos, one table each (default: examples/)")
+    g.add_argument("--output", default=None, metavar="PATH",
+                   help=f"output folder, or the output file of one input (default: {p.results_dir}/; evaluate: "
+                        f"{p.results_dir}/evaluation/)")
+    g.add_argument("--format", choices=("png", "jpg", "jpeg", "webp"), default="png",
+                   help="image format in folder mode (films: .mp4)")
+    g.add_argument("--skip-existing", action="store_true",
+                   help="keep outputs already there (resume an interrupted folder job)")
+    g.add_argument("--side-by-side", action="store_true",
+                   help="also write <stem>_compare.png: grey | colour | original")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="lower = more vivid (fixed in an .onnx; export: the release's default) (default: the model's)")
+    g.add_argument("--fid-weights", default=None, metavar="PATH",
+                   help="evaluate: also report FID and the Inception Score, from this local copy of torch-fidelity's "
+                        "Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); without it evaluate reports "
+                        "FD-VGG16, a Fréchet distance over VGG16 features that is not FID")
+    g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
+                   help="films: weight in [0, 1) of the colour carried along the motion; 0 = frames alone")
+    g.add_argument("--crf", type=int, default=VideoConfig().crf, metavar="Q",
+                   help="films: H.264 quality, 0 (best) to 51 (smallest)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"processes sharing a folder (default 1); training: data loaders per process ({t.workers})")
+    g = ap.add_argument_group("serve")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port")
+    g.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
+                   help="images decoded and colourised at once; bounds the server's memory (others wait)")
+    g = ap.add_argument_group("export")
+    g.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
+                   help="instead of --checkpoint: two or more classification runs (same working size, decoder "
+                        "and ab bins) whose decoders become one model on the shared frozen encoder, their "
+                        "colour distributions multiplied; each member adds its decoder's time and about 4 MB")
+    g = ap.add_argument_group("training (batch size and learning rate: the global batch is --batch-size x the "
+                              "number of processes; the learning rate is not scaled for you, and with N "
+                              "processes the linear-scaling rule suggests --lr x N)")
+    g.add_argument("--data-dir", default=str(p.data_dir), help="folder of colour photos to train on")
+    g.add_argument("--val-dir", default=None, help="validation photos (default: a seeded 10%% of --data-dir)")
+    g.add_argument("--runs-dir", default=str(p.runs_dir), help="where run folders are created")
+    g.add_argument("--run-name", default=None, help="run folder name (default: a timestamp)")
+    g.add_argument("--resume", default=None, help="continue from a run folder or its last.pt (mid-epoch too)")
+    g.add_argument("--backbone-weights", default=p.backbone_weights,
+                   help="VGG16 weights file (torchvision layout); unset = torchvision's IMAGENET1K_V1 "
+                        "(cached or downloaded); 'none' = random (tests only)")
+    g.add_argument("--image-size", type=int, default=m.image_size, help="working resolution (square side)")
+    g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see README)")
+    g.add_argument("--rebalance", type=float, default=t.rebalance,
+                   help="classification: class-rebalancing lambda, 0.5 = Zhang et al., 1 = none")
+    g.add_argument("--decoder-width", type=float, default=1.0,
+                   help="multiplier on every decoder width (1 = the shipped decoder's widths)")
+    g.add_argument("--epochs", type=int, default=t.epochs, help="total epochs (also when resuming)")
+    g.add_argument("--lr", type=float, default=t.lr, help="AdamW peak learning rate (cosine decay by epoch)")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
+    g.add_argument("--crop-scale", type=float, default=t.crop_scale[0],
+                   help="smallest random crop, as a fraction of the image area (augmentation)")
+    g.add_argument("--seed", type=int, default=t.seed, help="random seed (data order and augmentation)")
+    g.add_argument("--max-train-images", type=int, default=t.max_train_images, help="cap on training images, 0 = all")
+    g.add_argument("--samples", type=int, default=t.samples, help="validation images in each epoch's sample grid")
+    g.add_argument("--save-every-steps", type=int, default=t.save_every_steps,
+                   help="also write last.pt every K optimizer steps, so a kill loses at most K (0 = epoch ends only)")
+    g.add_argument("--max-steps", type=int, default=t.max_steps, help="stop after this many optimizer steps, 0 = no cap")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU)")
+    g.add_argument("--decoder", choices=DECODERS, default=m.decoder,
+                   help="unet: each up-block refines with a 3x3 conv; resunet: with a residual block of two")
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from this trained model's decoder, config and colour prior (a run's last.pt or a "
+                        "release) instead of a fresh decoder; tensors that do not fit a different --decoder start "
+                        "fresh")
+    g.add_argument("--init-member", type=int, default=None, metavar="N",
+                   help="with an ensemble release as --init-from: which of its decoders to start from")
+    add_gan_arguments(ap)
+
+
+def add_gan_arguments(ap: argparse.ArgumentParser) -> None:
+    gan = GanConfig()
+    g = ap.add_argument_group("adversarial training (--mode training --gan ...; start from a trained generator with "
+                              "--init-from, and use a lower --lr such as 1e-4)")
+    g.add_argument("--gan", choices=GANS, default=gan.kind,
+                   help="patchgan: pix2pix's conditional 70x70 PatchGAN; wgan-gp: a Wasserstein critic with a "
+                        "gradient penalty; none: the per-pixel loss alone")
+    g.add_argument("--lambda-adv", type=float, default=gan.lambda_adv,
+                   help="weight of the adversarial term added to the per-pixel loss")
+    g.add_argument("--gan-loss", choices=GAN_LOSSES, default=gan.gan_loss,
+                   help="patchgan: vanilla (cross-entropy) or lsgan (least squares)")
+    g.add_argument("--d-lr", type=float, default=gan.d_lr, help="discriminator learning rate (Adam; cosine decay)")
+    g.add_argument("--d-width", type=int, default=gan.d_width, help="channels of the discriminator's first layer")
+    g.add_argument("--lambda-gp", type=float, default=gan.lambda_gp, help="wgan-gp: gradient-penalty weight")
+    g.add_argument("--n-critic", type=int, default=gan.n_critic, help="discriminator steps per generator step")
+    g.add_argument("--gan-pretrain-steps", type=int, default=gan.pretrain_steps,
+                   help="steps that train the discriminator alone before the generator sees it (NoGAN)")
+    g.add_argument("--collapse-steps", type=int, default=gan.collapse_steps,
+                   help=f"stop when the discriminator's loss stays below {gan.collapse_loss:g} this many steps "
+                        "in a row (0 = never)")
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, TrainConfig]:
+    """The References defaults with the command line's overrides applied."""
+    paths = dataclasses.replace(
+        Paths(), data_dir=Path(args.data_dir), val_dir=Path(args.val_dir) if args.val_dir else None,
+        runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
+        backbone_weights=args.backbone_weights)
+    cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss,
+                              decoder=args.decoder)
+    tcfg = dataclasses.replace(
+        TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, seed=args.seed, workers=TrainConfig().workers if args.workers is None
+        else args.workers, max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
+        crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
+        compile=args.compile, init_from=args.init_from, init_member=args.init_member)
+    return paths, cfg, tcfg

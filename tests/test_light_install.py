@@ -1,0 +1,94 @@
+"""The default install (ONNX Runtime, no torch): photos, folders, films and the web app run with torch and the
+other [train] packages impossible to import; the training modes stop with one line naming the extra.
+
+Each run is a subprocess whose import system refuses torch, torchvision, scikit-image, scipy, matplotlib,
+torch-fidelity and onnx (the packages the default install leaves out), as a venv without them would.
+.ci/run also builds that venv for real (README command 1).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, real_photo
+
+BLOCKED = ("torch", "torchvision", "skimage", "scipy", "matplotlib", "torch_fidelity", "onnx", "onnxscript")
+PRELUDE = f"""
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the default install)", name=name)
+        return None
+sys.meta_path.insert(0, _Refuse())
+sys.path.insert(0, {str(ROOT)!r})
+"""
+MODEL = ROOT / "weights" / "colorizer.onnx"
+
+
+def light(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PRELUDE + code], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def engine(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return light(f"import runpy; sys.argv = ['Engine.py', *{list(argv)!r}]; "
+                 f"runpy.run_path({str(ROOT / 'Engine.py')!r}, run_name='__main__')", cwd)
+
+
+def test_the_blocker_blocks():
+    done = light("import torch")
+    assert done.returncode != 0 and "not in the default install" in done.stderr
+
+
+def test_photos_and_a_film_colourise_without_torch(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_demo_clip import clip_frames, write_clip
+    from fractions import Fraction
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(real_photo("coffee", 200)).convert("L").save(inp / "coffee.jpg")
+    frames = clip_frames([real_photo("astronaut", 200)] * 2, (96, 64), 6, 3, 2)
+    write_clip(inp / "clip.mp4", frames, (96, 64), Fraction(25), audio=False)
+    done = engine(str(inp), "--output", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1 image(s) and 1 video(s)" in done.stdout and "colorizer.onnx" in done.stdout
+    out = np.asarray(Image.open(tmp_path / "out" / "coffee.png"))
+    assert out.shape == (np.asarray(Image.open(inp / "coffee.jpg")).shape + (3,))
+    assert (tmp_path / "out" / "clip.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("mode", ["training", "evaluate", "export"])
+def test_training_modes_name_the_extra(mode):
+    done = engine("--mode", mode)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: --mode {mode} needs the training install (torch): pip install 'colorizer[train]'"]
+
+
+def test_a_pt_checkpoint_names_the_extra(tmp_path):
+    done = engine(str(ROOT / "examples" / "coins.png"), "--output", str(tmp_path / "o.png"),
+                  "--checkpoint", str(ROOT / "weights" / "colorizer.pt"))
+    assert done.returncode == 1 and "pip install 'colorizer[train]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_web_app_answers_without_torch():
+    code = f"""
+import io
+from Inference import Colorizer
+from WebApp import create_app
+from PIL import Image
+app = create_app(Colorizer.from_checkpoint({str(MODEL)!r}))
+buf = io.BytesIO(); Image.new("L", (64, 48), 128).save(buf, "PNG")
+r = app.test_client().post("/api/colorize", data={{"image": (io.BytesIO(buf.getvalue()), "g.png")}})
+print(r.status_code, Image.open(io.BytesIO(r.data)).size, "torch" in sys.modules)
+"""
+    done = light(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "(64,", "48)", "False"]
