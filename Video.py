@@ -41,6 +41,7 @@ from Temporal import Stabiliser, flow_grid, luminance
 
 MP4_AUDIO = ("aac", "mp3", "alac", "ac3", "eac3")  # copied as they are; anything else becomes AAC
 SHORTFALL = 0.9  # fewer decoded frames than this share of the header's count: the file is cut short
+VARIABLE_RATE = 1.5  # longest over shortest frame interval beyond which the rate is variable
 
 
 class VideoReadError(ValueError):
@@ -58,6 +59,7 @@ class VideoInfo:
     frames: int  # from the header (or duration x fps); 0 if unknown
     codec: str
     audio_codec: str | None
+    variable_rate: bool = False  # frame intervals that differ (decoded at the constant rate ``fps``)
 
 
 # ffmpeg's words -> ours, first match wins
@@ -120,6 +122,13 @@ def open_video(path: Path, max_pixels: int | None = None) -> tuple[VideoInfo, It
         width, height = meta["size"]
         cv_fps, counted = opencv_reading(path)
         fps = exact_fps(cv_fps, float(meta.get("fps") or 0))
+        variable = interval_spread(path) > VARIABLE_RATE
+        if variable:
+            # Frames at the constant rate: the gaps of a variable-rate file are filled by repeating frames (and
+            # bursts thinned), so the output keeps the input's duration and its sound stays in sync.
+            reader.close()
+            reader = imageio_ffmpeg.read_frames(str(path), output_params=["-fps_mode", "cfr", "-r", str(fps)])
+            next(reader)
     except (OSError, RuntimeError, KeyError, ValueError, StopIteration) as e:
         reader.close()
         raise VideoReadError(f"{path}: {_reason(str(e))}") from None
@@ -128,7 +137,8 @@ def open_video(path: Path, max_pixels: int | None = None) -> tuple[VideoInfo, It
         raise VideoReadError(f"{path}: frames too large ({width}x{height} pixels, {width * height / 1e6:.1f} MP; "
                              f"the limit is {max_pixels / 1e6:g} MP, raise it with --max-megapixels)")
     frames = counted if counted > 0 else round(float(meta.get("duration") or 0) * float(fps))
-    info = VideoInfo(path, width, height, fps, max(frames, 0), str(meta.get("codec", "?")), meta.get("audio_codec"))
+    info = VideoInfo(path, width, height, fps, max(frames, 0), str(meta.get("codec", "?")), meta.get("audio_codec"),
+                     variable)
 
     def frames_of() -> Iterator[np.ndarray]:
         with contextlib.closing(reader):
@@ -248,6 +258,20 @@ def decode_errors(path: Path) -> str | None:
     return f"exit status {done.returncode}" if done.returncode else None
 
 
+def interval_spread(path: Path) -> float:
+    """The longest frame interval over the shortest (ffmpeg's vfrdet filter over the whole stream): 1 for a
+    constant frame rate, a little over 1 where a container rounds timestamps (41 and 42 ms at 23.976 fps in
+    Matroska), far over it where frames are missing or the camera varied its rate."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "info", "-i", str(path), "-map", "0:v:0",
+                           "-vf", "vfrdet", "-f", "null", "-"], capture_output=True, text=True)
+    found = re.search(r"VFR:\S+ \(\d+/\d+\) min: (\d+) max: (\d+)", done.stderr)
+    return int(found.group(2)) / max(int(found.group(1)), 1) if found else 1.0
+
+
 def check_count(info: VideoInfo, decoded: int) -> None:
     """VideoReadError for a video with no frames, or with far fewer than its header promises and decoding
     errors (cut short or damaged). A shortfall that decodes cleanly is a variable frame rate's estimate."""
@@ -270,6 +294,9 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
     """
     start = time.perf_counter()
     info, frames = open_video(src, max_pixels)
+    if info.variable_rate:
+        tqdm.write(f"warning: {src}: variable frame rate; written at a constant {float(info.fps):.3f} fps, with "
+                   "frames repeated or dropped so that its duration and sound stay as they were", file=sys.stderr)
     bar = tqdm(total=info.frames or None, desc=src.name, unit="frame", disable=not progress, leave=False)
     result = VideoResult(0, 0.0)
 

@@ -207,9 +207,10 @@ def test_evaluate_prints_the_flicker_table(clip, tiny_checkpoint, tmp_path, caps
     assert "warp err S=0" in out and "pan.mkv" in out and (tmp_path / "ev" / "flicker.json").is_file()
 
 
-def test_a_variable_frame_rate_is_not_called_truncated(tiny_checkpoint, tmp_path):
-    """24 frames with a 2-second gap in their timestamps: the header suggests 72 frames, but the file
-    decodes cleanly, so it is colourised (24 frames out), not refused as cut short."""
+def test_a_variable_frame_rate_keeps_its_duration_and_is_warned_about(tiny_checkpoint, tmp_path, capsys):
+    """24 frames with a 2-second gap in their timestamps (3 s in all): the file decodes cleanly, so it is
+    colourised, not refused as cut short; the output lasts 3 s at the constant rate (the last frame before
+    the gap repeated), and a warning says the rate was variable."""
     import imageio_ffmpeg
 
     src = tmp_path / "vfr.mkv"
@@ -218,4 +219,7 @@ def test_a_variable_frame_rate_is_not_called_truncated(tiny_checkpoint, tmp_path
                     "-c:v", "libx264", str(src)], check=True)
     assert Video.open_video(src)[0].frames > 60
     assert Engine.main([str(src), "--output", str(tmp_path / "o.mp4"), "--checkpoint", str(tiny_checkpoint)]) == 0
-    assert len(decode(tmp_path / "o.mp4")[1]) == 24
+    assert "variable frame rate" in capsys.readouterr().err
+    info, frames = decode(tmp_path / "o.mp4")
+    assert abs(len(frames) / float(info.fps) - 3.0) < 0.1
+    assert Video.interval_spread(tmp_path / "o.mp4") < Video.VARIABLE_RATE < Video.interval_spread(src)
