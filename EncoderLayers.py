@@ -31,9 +31,15 @@ _HOW_TO = ("pass --backbone-weights PATH to a torchvision-layout state dict of v
 
 
 def features_state_dict(raw: dict, source: Path) -> dict[str, torch.Tensor]:
-    """Accept a state dict of ``vgg16().features`` or of the full ``vgg16()``; return the former's keys."""
+    """Accept a state dict of ``vgg16().features`` or of the full ``vgg16()``, or a colourizer checkpoint (its
+    frozen encoder is the ImageNet VGG16); return ``vgg16().features``' keys."""
     if not isinstance(raw, dict) or not raw:
         raise BackboneUnavailableError(f"{source}: not a state dict")
+    if isinstance(raw.get("encoder"), dict) and "model_config" in raw:  # a colourizer checkpoint: its encoder
+        raw = raw["encoder"]
+    if not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise BackboneUnavailableError(f"{source}: not a state dict of tensors (a VGG16 weights file, or a "
+                                       "colourizer checkpoint, whose encoder is used)")
     if any(k.startswith("features.") for k in raw):
         raw = {k[len("features."):]: v for k, v in raw.items() if k.startswith("features.")}
     return {k: v.float() for k, v in raw.items()}

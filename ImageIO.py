@@ -154,7 +154,7 @@ def _upright(im: Image.Image, label: str) -> Image.Image:
     ignored with a warning, since the pixels themselves are fine."""
     try:
         return ImageOps.exif_transpose(im)
-    except (struct.error, ValueError, TypeError, KeyError, IndexError) as e:  # not OSError: bad pixel data
+    except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:  # OSError: bad pixels
         print(f"warning: {label}: malformed EXIF ignored, orientation unknown ({e.__class__.__name__})",
               file=sys.stderr)
         return im

@@ -289,27 +289,26 @@ def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path | N
         outs = dict(zip(files, outputs))
     else:
         outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
-    bar = tqdm(total=len(files), desc="colourising", unit="img", disable=not progress)
-    for batch, failed in load_batches(files, batch_size, max_pixels):
-        report.failed += failed
-        bar.update(len(failed))
-        if not batch:
-            continue
-        ab = colorizer.ab_for([img for _, img in batch])
-        for i, (f, img) in enumerate(batch):
-            out, result = outs[f], recombine_image(img, ab[i], bgr=True)  # BGR: written without a copy
-            try:
-                write_image(out, result, bgr=True)
-                if side_by_side:
-                    panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
-                    write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
-                report.written.append(out)
-            except DiskFullError:
-                raise  # every later file would fail the same way
-            except (OSError, ValueError) as e:
-                report.failed.append((f, f"{out}: cannot write ({e})"))
-                tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)
-            batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
-            bar.update(1)
-    bar.close()
+    with tqdm(total=len(files), desc="colourising", unit="img", disable=not progress) as bar:
+        for batch, failed in load_batches(files, batch_size, max_pixels):
+            report.failed += failed
+            bar.update(len(failed))
+            if not batch:
+                continue
+            ab = colorizer.ab_for([img for _, img in batch])
+            for i, (f, img) in enumerate(batch):
+                out, result = outs[f], recombine_image(img, ab[i], bgr=True)  # BGR: written without a copy
+                try:
+                    write_image(out, result, bgr=True)
+                    if side_by_side:
+                        panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
+                        write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
+                    report.written.append(out)
+                except DiskFullError:
+                    raise  # every later file would fail the same way
+                except (OSError, ValueError) as e:
+                    report.failed.append((f, f"{out}: cannot write ({e})"))
+                    tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)
+                batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
+                bar.update(1)
     return report

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -108,3 +109,86 @@ def test_evaluate_prints_one_table_per_folder(photo_dir, tmp_path, tiny_checkpoi
     out = capsys.readouterr().out
     assert out.count("| grey |") == 2 and f"{a} (2 photos)" in out and f"{b} (1 photos)" in out
     assert (tmp_path / "ev" / "a" / "metrics.json").is_file() and (tmp_path / "ev" / "b" / "metrics.json").is_file()
+
+
+def test_backbone_weights_accepts_a_colourizer_checkpoint_and_refuses_junk(tmp_path):
+    """--backbone-weights weights/colorizer.pt uses the VGG16 stored in it (it gave an AttributeError traceback);
+    a dict that is not tensors gets one clear line."""
+    import torch
+    from EncoderLayers import BackboneUnavailableError, load_vgg16_features
+    from ModelIO import read_checkpoint
+
+    shipped = ROOT / "weights" / "colorizer.pt"
+    features = load_vgg16_features(str(shipped))
+    stored = read_checkpoint(shipped)["encoder"]
+    first = next(k for k in stored if k.endswith("0.weight"))
+    assert torch.equal(features[0].weight, stored[first].float())
+    junk = tmp_path / "junk.pt"
+    torch.save({"a": {"b": 1}}, junk)
+    with pytest.raises(BackboneUnavailableError, match="junk.pt: not a state dict of tensors"):
+        load_vgg16_features(str(junk))
+
+
+def test_a_missing_input_is_named_before_anything_loads(tmp_path, capsys):
+    """`colorize missing.jpg --output out.png` says the input is missing (it said --output named the wrong thing),
+    before the model loads (the checkpoint given does not exist either)."""
+    rc = Engine.main([str(tmp_path / "missing.jpg"), "--output", str(tmp_path / "out.png"),
+                      "--checkpoint", str(tmp_path / "no.onnx")])
+    assert rc == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.jpg'}: no such file or folder"
+
+
+def test_a_full_disk_is_named_and_stops_the_run(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import errno
+    import ImageIO
+
+    for name in ("a", "b"):
+        Image.fromarray(real_photo("coffee", 64)).save(tmp_path / f"{name}.png")
+    calls = []
+
+    def full(path, write, keep_suffix=False):
+        calls.append(path)
+        def no_space(tmp):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_atomic_write(path, no_space, keep_suffix)
+    real_atomic_write = ImageIO.atomic_write
+    monkeypatch.setattr("Inference.atomic_write", full)
+    rc = Engine.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--output", str(tmp_path / "out"),
+                      "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(calls) == 1  # the second photo is not attempted
+    assert f"error: {tmp_path / 'out' / 'a.png'}: disk full (no space left on the device), nothing written" in err
+    assert not list((tmp_path / "out").iterdir())  # no temporary file left
+
+
+def test_malformed_exif_is_ignored_with_a_warning(tmp_path, tiny_checkpoint, capsys):
+    """A bad EXIF tag type/count raised struct.error (a folder run aborted, writing nothing); now the photo is
+    colourised with a warning, and the rest of the folder too."""
+    good = Image.fromarray(real_photo("coffee", 64))
+    good.save(tmp_path / "good.jpg")
+    buf = tmp_path / "bad.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    exif[0x011A] = (72, 1)  # XResolution, a RATIONAL
+    good.save(buf, exif=exif.tobytes())
+    data = buf.read_bytes()
+    # the RATIONAL entry re-tagged as Threshholding, whose values must be SHORTs: Pillow's EXIF rewrite
+    # (exif_transpose) then raised struct.error (found by mutating EXIF blocks)
+    buf.write_bytes(data.replace(b"\x01\x1a\x00\x05", b"\x01\x07\x00\x05", 1))
+    img = load_image(buf)
+    assert img.shape == (np.asarray(good).shape[0], np.asarray(good).shape[1], 3)  # not turned: orientation unknown
+    assert Engine.main([str(tmp_path), "--output", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "bad.jpg: malformed EXIF ignored" in captured.err and "wrote 2 image(s)" in captured.out
+
+
+def test_a_very_elongated_image_is_refused_from_its_header(tmp_path, capsys):
+    """A 39 000 000 x 1 PNG (a few KB on disk) took 5.1 GB; its header is enough to refuse it."""
+    from ImageIO import MAX_ASPECT, UnsupportedImageError
+
+    wide = png_header_only(tmp_path / "wide.png", 39_000_000, 1)
+    with pytest.raises(UnsupportedImageError, match=r"wide.png: 39000000x1 pixels is too elongated"):
+        load_image(wide)
+    ok = tmp_path / "ok.png"
+    Image.new("L", (MAX_ASPECT * 3, 3)).save(ok)
+    assert load_image(ok).shape == (3, MAX_ASPECT * 3)

@@ -71,3 +71,20 @@ def test_memory_is_the_output_plus_strips():
     tracemalloc.stop()
     assert out.shape == (h, w, 3)
     assert peak < out.nbytes + 160 * 2 ** 20, f"peak {peak / 2 ** 20:.0f} MiB"
+
+
+def test_rows_longer_than_a_strip_are_cut_into_tiles(monkeypatch):
+    """A row longer than STRIP_PIXELS is recombined in tiles along it (memory bounded for any shape), with
+    the same result as in one piece."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (3, 5000, 3), dtype=np.uint8)
+    ab = rng.uniform(-0.5, 0.5, (2, 8, 8)).astype(np.float32)
+    whole = FR.recombine_image(img, ab)
+    assert all((r1 - r0) * (c1 - c0) <= 1000 for r0, r1, c0, c1 in FR.tiles(3, 5000, 1000))
+    assert sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in FR.tiles(3, 5000, 1000)) == 3 * 5000
+    seen = []
+    real = FR.image_fy
+    monkeypatch.setattr(FR, "image_fy", lambda part: seen.append(part.shape) or real(part))
+    monkeypatch.setattr(FR, "STRIP_PIXELS", 1000)
+    assert np.array_equal(FR.recombine_image(img, ab), whole)
+    assert max(h * w for h, w, _ in seen) <= 1000
