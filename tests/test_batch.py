@@ -132,3 +132,33 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_checkpoint):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert list(out.iterdir()) == []
+
+
+def test_an_image_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
+    """Outputs are written to a temporary file and renamed: a write that breaks off leaves the previous output
+    as it was and no temporary file (writing into the output itself would leave half a PNG)."""
+    import Inference
+
+    out = tmp_path / "photo.png"
+    out.write_bytes(b"the previous output")
+    image = real_photo("coffee", 64)
+    real_open = open
+
+    def breaking_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode:
+            real_write = f.write
+
+            def write(data):
+                real_write(data[: len(data) // 2])
+                raise OSError("the connection to the disk was lost")
+            f.write = write
+        return f
+    monkeypatch.setattr("builtins.open", breaking_open)
+    with pytest.raises(OSError, match="connection"):
+        Inference.write_image(out, image)
+    monkeypatch.undo()
+    assert out.read_bytes() == b"the previous output"
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.png"]
+    Inference.write_image(out, image)
+    assert np.array_equal(np.asarray(Image.open(out)), image)

@@ -28,6 +28,7 @@ from make_demo_clip import clip_frames, write_clip  # noqa: E402
 
 SIZE, FRAMES, CUT, STEP = (192, 144), 20, 12, 3
 FPS = Fraction(24000, 1001)
+FLICKER_BOUND = 0.45  # stabilised over unsmoothed flicker: 0.33/0.31 measured with the motion warp, 0.62/0.58 without
 
 
 def photo(name: str) -> np.ndarray:
@@ -80,8 +81,10 @@ def test_a_video_comes_out_with_its_frames_size_rate_and_sound(clip, tiny_checkp
     assert dL.mean() < 2.0 and np.percentile(dL, 99) < 8.0
 
 
-def test_colour_holds_still_on_the_pan(clip, shipped):
-    """Flicker on the first shot, measured with the pan's true motion (STEP pixels a frame, no flow)."""
+def test_colour_holds_still_on_the_pan(clip, shipped, monkeypatch):
+    """Flicker on the first shot, measured with the pan's true motion (STEP pixels a frame, no flow). The bound
+    separates carrying colour along the motion (measured: 0.33 of the unsmoothed flicker) from blending it in
+    place (0.62): the second half of the test removes the motion warp and checks that the bound then fails."""
     def pan_error(frames):
         errs = []
         for a, b in zip(frames[:CUT - 1], frames[1:CUT]):
@@ -94,13 +97,16 @@ def test_colour_holds_still_on_the_pan(clip, shipped):
         assert np.abs(lab(a)[..., 0] - lab(b)[..., 0]).max() < 1.0
     before, after = pan_error(plain), pan_error(steady)
     assert before > 1.0  # the model does flicker on grain and flicker: there is something to fix
-    assert after < 0.7 * before, (before, after)
+    assert after < FLICKER_BOUND * before, (before, after)
+    monkeypatch.setattr(Temporal, "warp", lambda image, flow: image)  # colour blended where it was, not moved
+    unwarped = pan_error(run(shipped, clip, 0.8)[0])
+    assert unwarped > FLICKER_BOUND * before, (before, unwarped)
 
 
 def test_the_warping_error_agrees_with_the_true_motion(clip, shipped):
     rows = {s: Evaluate.flicker(shipped, clip, s) for s in (0.0, 0.8)}
     assert rows[0.0]["frames"] == FRAMES and rows[0.0]["cuts"] == 1
-    assert rows[0.8]["warping_error"] < 0.7 * rows[0.0]["warping_error"]
+    assert rows[0.8]["warping_error"] < FLICKER_BOUND * rows[0.0]["warping_error"]
 
 
 def test_a_cut_starts_fresh_colour(clip, shipped, monkeypatch):
