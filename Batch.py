@@ -1,8 +1,6 @@
 """Colourising a run's inputs: files, folders and films into --output, planned once, shared out, counted.
 
 Owns what ``python Engine.py --mode inference`` (and ``colorize``) does with its inputs:
-  * ``check_inputs``: every input exists, and a single file is a readable image or a video, before
-    any model is loaded (a typo costs no start-up);
   * ``plan``: one output per input file for the whole run, sub-folders mirrored (several folders each
     get their own sub-folder of --output), so no output of the run overwrites another or an input;
     the output folder is never read as input;
@@ -18,9 +16,7 @@ Usage:
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
-import warnings
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +24,7 @@ from pathlib import Path
 
 from ImageIO import find_images, is_video, split_videos
 from Inference import Colorizer, Report, colorize_paths, plan_outputs
-from References import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VIDEO_OUTPUT
+from References import IMAGE_EXTENSIONS, VIDEO_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -53,38 +49,6 @@ class Options:
     smoothing: float = 0.8
     crf: int = 20
     progress: bool = True
-
-
-def check_inputs(inputs: list[Path]) -> None:
-    """Fail fast, before the model loads: every input exists; a single file has a known suffix and, for an
-    image, a header Pillow can read. Raises FileNotFoundError / ValueError naming the file."""
-    for p in inputs:
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such file or folder")
-        if p.is_file():
-            if p.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-                raise ValueError(f"{p}: not an image or video this tool reads (known: "
-                                 f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
-            if not os.access(p, os.R_OK):
-                raise PermissionError(f"{p}: not readable (permission denied)")
-            if not is_video(p):
-                _check_header(p)
-
-
-def _check_header(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path):
-                pass
-    except Image.DecompressionBombError:
-        return  # readable; load_image reports the size against the user's limit
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not a readable image (unknown or corrupt format)") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def output_target(inputs: list[Path], out: Path) -> bool:

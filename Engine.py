@@ -54,10 +54,12 @@ def model_path(args: argparse.Namespace, paths: Paths, device: str) -> Path:
 def run_inference(args: argparse.Namespace, paths: Paths) -> int:
     """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed.
     Under torchrun the ranks share the work; with --workers N, N processes do."""
-    import Batch
+    from ImageIO import check_inputs
 
     inputs = input_paths(args, paths.examples_dir)
-    Batch.check_inputs(inputs)  # before the model loads
+    check_inputs(inputs)  # before the model, OpenCV and ONNX Runtime load
+    import Batch
+
     out = paths.results_dir
     suffix = out.suffix if Batch.output_target(inputs, out) else "." + args.format.replace("jpeg", "jpg")
     tasks = Batch.plan(inputs, out, suffix, output_file=out if out.suffix == suffix else None)

@@ -6,7 +6,8 @@ Owns what both installs need before and after the network:
     is ignored with a warning), alpha composited onto white, 16-bit, palette and multi-frame
     (MPO, GIF: the first frame) images handled;
   * ``find_images`` / ``split_videos``: the inputs of a run (recursive, sorted), never the run's
-    own output folder;
+    own output folder; ``check_inputs``: each exists and, for a single file, is readable, before any
+    model is loaded (a typo costs no start-up);
   * ``atomic_write``: a temporary file renamed into place, so a reader never sees a half file,
     with a full disk reported as such.
 The light install (ONNX Runtime, no torch) runs on this module; LoadData re-exports it for training.
@@ -105,6 +106,36 @@ def is_video(path: str | Path) -> bool:
 def split_videos(files: list[Path]) -> tuple[list[Path], list[Path]]:
     """(the images, the videos) of ``files``, each in the given order."""
     return [f for f in files if not is_video(f)], [f for f in files if is_video(f)]
+
+
+def check_inputs(inputs: list[Path]) -> None:
+    """Fail fast, before the model loads: every input exists; a single file has a known suffix and, for an
+    image, a header Pillow can read. Raises FileNotFoundError / ValueError naming the file."""
+    for p in inputs:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        if p.is_file():
+            if p.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                raise ValueError(f"{p}: not an image or video this tool reads (known: "
+                                 f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+            if not os.access(p, os.R_OK):
+                raise PermissionError(f"{p}: not readable (permission denied)")
+            if not is_video(p):
+                _check_header(p)
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                pass
+    except Image.DecompressionBombError:
+        return  # readable; load_image reports the size against the user's limit
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
 
 
 def load_image(path: str | Path | BinaryIO, name: str | None = None, max_pixels: int | None = None,
