@@ -1,5 +1,4 @@
 """Release files that cannot break silently: the .pt export's checks, ONNX parity, and the shipped file itself."""
-import re
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from Export import ExportError, ab_difference, export_onnx, export_release
 from Inference import Colorizer
 from ImageIO import find_images, load_image
 from ModelIO import build_model, load_checkpoint, nonfinite_tensors, save_checkpoint
+from test_docs import model_table
 
 CPU = torch.device("cpu")
 SHIPPED = ROOT / "weights" / "colorizer.pt"
@@ -78,26 +78,23 @@ def test_shipped_model_is_intact():
         assert torch.isfinite(model(torch.zeros(1, 1, 64, 64))).all()
 
 
-def readme_rows() -> dict[str, list[float]]:
-    """The README's table of the shipped file: folder -> [PSNR, SSIM, CF, CF originals, dCF]."""
-    rows = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
-        m = re.match(r"\| shipped `weights/colorizer.pt` \| (\w+) \| \d+ \|(.*)\|\s*$", line)
-        if m:
-            rows[m.group(1)] = [float(x) for x in m.group(2).split("|")]
-    return rows
-
-
 @needs_shared_corpus
-def test_shipped_model_reproduces_the_readme_table(tmp_path, capsys):
-    rows = readme_rows()
-    assert "val" in rows and "val_scenes" in rows
-    assert Engine.main(["--mode", "evaluate", str(SHARED_CORPUS / "val"), "--output", str(tmp_path)]) == 0
+def test_shipped_model_reproduces_the_readme_table(tmp_path):
+    """Every row of the README's model table is what --mode evaluate gives today for the file it names."""
     import json
-    got = {r["method"]: r for r in json.loads((tmp_path / "metrics.json").read_text())["summary"]}["colorizer.pt"]
-    psnr, ssim, cf, _, dcf = rows["val"]
-    assert abs(got["psnr"] - psnr) <= 0.05 and abs(got["cf"] - cf) <= 0.5 and abs(got["delta_cf"] - dcf) <= 0.5
-    assert np.isfinite(got["ssim"]) and abs(got["ssim"] - ssim) <= 0.005
+    rows = model_table(ROOT / "README.md")
+    folders = sorted({folder for _, folder in rows})
+    (name,) = {method for method, _ in rows if method != "grey"}
+    assert folders == ["val", "val_scenes"] and len(rows) == 4, rows
+    assert Engine.main(["--mode", "evaluate", *(str(SHARED_CORPUS / f) for f in folders),
+                        "--checkpoint", str(ROOT / "weights" / name), "--output", str(tmp_path)]) == 0
+    for (method, folder), (images, (psnr, ssim, cf, cf_truth, dcf)) in rows.items():
+        summary = json.loads((tmp_path / folder / "metrics.json").read_text())["summary"]
+        got = {r["method"]: r for r in summary}[method]
+        assert got["images"] == images, (method, folder)
+        assert abs(got["psnr"] - psnr) <= 0.05 and abs(got["ssim"] - ssim) <= 0.005, (method, folder, got)
+        assert abs(got["cf"] - cf) <= 0.5 and abs(got["delta_cf"] - dcf) <= 0.5, (method, folder, got)
+        assert abs(got["cf_truth"] - cf_truth) <= 0.05, (method, folder, got)
 
 
 def classifier_runs(tmp_path, n=2):

@@ -1,4 +1,4 @@
-"""The analysis scripts behind README figures: the per-photo gain and its bootstrap interval."""
+"""The analysis scripts behind the figures in docs/experiments.md: the per-photo gain and its bootstrap interval."""
 import csv
 
 from conftest import load_script
