@@ -47,6 +47,8 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="also write <stem>_compare.png: grey | colour | original")
     g.add_argument("--temperature", type=float, default=None, metavar="T",
                    help="lower = more vivid (fixed in an .onnx; export: the release's default) (default: the model's)")
+    g.add_argument("--no-fd", action="store_true",
+                   help="evaluate: skip the Fréchet distances (FD-VGG16, FID), the slowest part of a table")
     g.add_argument("--fid-weights", default=None, metavar="PATH",
                    help="evaluate: also report FID and the Inception Score, from this local copy of torch-fidelity's "
                         "Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth); without it evaluate reports "
@@ -80,7 +82,7 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="VGG16 weights file (torchvision layout); unset = torchvision's IMAGENET1K_V1 "
                         "(cached or downloaded); 'none' = random (tests only)")
     g.add_argument("--image-size", type=int, default=m.image_size, help="working resolution (square side)")
-    g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see README)")
+    g.add_argument("--loss", choices=LOSSES, default=m.loss, help="ab loss (see docs/training.md)")
     g.add_argument("--rebalance", type=float, default=t.rebalance,
                    help="classification: class-rebalancing lambda, 0.5 = Zhang et al., 1 = none")
     g.add_argument("--decoder-width", type=float, default=1.0,

@@ -32,7 +32,7 @@ SHOWN = {  # the options each mode's --help lists (all of them parse in every mo
     "inference": COMMON | {"inputs", "version", "input", "output", "format", "side_by_side", "temperature", "batch_size",
                            "max_megapixels", "temporal_smoothing", "crf", "skip_existing", "workers"},
     "evaluate": COMMON | {"inputs", "input", "output", "temperature", "batch_size", "max_megapixels",
-                          "temporal_smoothing", "fid_weights", "backbone_weights"},
+                          "temporal_smoothing", "fid_weights", "backbone_weights", "no_fd"},
     "serve": COMMON | {"host", "port", "threads", "max_concurrent", "max_megapixels", "temperature"},
     "export": COMMON | {"ensemble", "output", "temperature"},
 }
@@ -97,6 +97,8 @@ def run_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     colorizer = Colorizer.from_checkpoint(model_path(args, paths, device), device, args.temperature)
 
     def scorers() -> tuple:
+        if args.no_fd:
+            return ()
         from FrechetDistance import InceptionScores, VGGFrechet, load_fd_backbone
         found: tuple = (VGGFrechet(load_fd_backbone(args.backbone_weights, paths.torch_checkpoint), device),)
         return found + ((InceptionScores(args.fid_weights),) if args.fid_weights else ())
