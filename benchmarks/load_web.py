@@ -2,8 +2,9 @@
 
 Starts ``Engine.py --mode serve`` on a free loopback port (or targets --url), sends a
 bounded number of concurrent POST /api/colorize requests with one example image, and
-prints the success count, latency p50/p95/max, throughput, and the server's peak RSS
-(from /proc, when this script started the server). Traffic goes to 127.0.0.1 only.
+prints the success count, latency p50/p95/max (a 503 is retried after its Retry-After, and the
+wait counts), throughput, and the server's peak RSS (from /proc, when this script started the
+server). Traffic goes to 127.0.0.1 only. scripts/load_test.py measures /healthz under load.
 
 Large-image mode (``--megapixels N``) sends a synthetic greyscale scan of N MP instead, to check
 that the server's memory stays bounded however large the uploads.
@@ -92,15 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=watch, daemon=True).start()
     idle_rss = rss_kib(proc.pid, "VmRSS") if proc else 0
 
-    def one(_):
+    busy = [0]
+
+    def one(_):  # a 503 (the server's queue is full) is retried after its Retry-After, as a client should
         t = time.perf_counter()
-        try:
-            req = urllib.request.Request(url + "/api/colorize", data=body, headers={"Content-Type": ctype})
-            with urllib.request.urlopen(req, timeout=args.timeout) as r:
-                ok = r.status == 200 and r.headers["Content-Type"] == "image/png" and len(r.read()) > 0
-        except (urllib.error.URLError, OSError):
-            ok = False
-        return ok, time.perf_counter() - t
+        for _attempt in range(100):
+            try:
+                req = urllib.request.Request(url + "/api/colorize", data=body, headers={"Content-Type": ctype})
+                with urllib.request.urlopen(req, timeout=args.timeout) as r:
+                    ok = r.status == 200 and r.headers["Content-Type"] == "image/png" and len(r.read()) > 0
+            except urllib.error.HTTPError as e:
+                if e.code == 503:
+                    busy[0] += 1
+                    time.sleep(min(float(e.headers.get("Retry-After") or 1), 10))
+                    continue
+                ok = False
+            except (urllib.error.URLError, OSError):
+                ok = False
+            return ok, time.perf_counter() - t
+        return False, time.perf_counter() - t
 
     t0 = time.perf_counter()
     try:
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lat = sorted(s for _, s in results)
     q = statistics.quantiles(lat, n=100)
     print(f"{sum(ok for ok, _ in results)}/{args.requests} requests succeeded, {args.concurrency} at a time, "
-          f"image {Path(args.image).name} ({len(body) / 2 ** 20:.1f} MB upload)")
+          f"image {Path(args.image).name} ({len(body) / 2 ** 20:.1f} MiB upload); {busy[0]} answers of 503 retried")
     print(f"latency: p50 {q[49]:.2f} s, p95 {q[94]:.2f} s, max {lat[-1]:.2f} s; "
           f"throughput {args.requests / wall:.2f} requests/s over {wall:.0f} s")
     if proc is not None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import pytest
@@ -49,7 +49,7 @@ def test_index_page(client):
     r = client.get("/")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
-    assert 'type="file"' in html and "drop" in html and "Download" in html and "20 MB" in html
+    assert 'type="file"' in html and "drop" in html and "Download" in html and "20 MiB" in html
 
 
 def test_healthz(client):
@@ -83,21 +83,65 @@ def test_bad_requests_get_json_400(client, form, status, words):
 
 
 def test_bad_options_get_400(client):
-    assert post(client, EXAMPLE.read_bytes(), format="gif").status_code == 400
+    r = post(client, EXAMPLE.read_bytes(), format="gif")
+    assert r.status_code == 400 and "png, jpeg, jpg or webp" in r.json["error"]
     r = post(client, EXAMPLE.read_bytes(), temperature="hot")
     assert r.status_code == 400 and "temperature" in r.json["error"]
 
 
+@pytest.mark.parametrize("fmt,mime", [("png", "image/png"), ("jpeg", "image/jpeg"), ("jpg", "image/jpeg"),
+                                      ("webp", "image/webp"), ("WebP", "image/webp")])
+def test_output_format_names(client, fmt, mime):
+    r = post(client, png_bytes(real_photo("rocket", 48)), format=fmt)
+    assert r.status_code == 200 and r.mimetype == mime
+    assert Image.open(io.BytesIO(r.data)).format == mime.split("/")[1].upper()
+
+
 def test_unsupported_type_gets_415(client):
     buf = io.BytesIO()
-    Image.fromarray(real_photo("chelsea", 64)).save(buf, format="GIF")
-    r = post(client, buf.getvalue(), "cat.gif")
-    assert r.status_code == 415 and "GIF" in r.json["error"]
+    Image.fromarray(real_photo("chelsea", 64)).save(buf, format="PPM")
+    r = post(client, buf.getvalue(), "cat.ppm")
+    assert r.status_code == 415 and "PPM" in r.json["error"] and "GIF" in r.json["error"]
 
 
-def test_upload_over_25mb_gets_413(client):
-    r = post(client, os.urandom(25 * 2 ** 20), "huge.jpg")
-    assert r.status_code == 413 and "too large" in r.json["error"]
+@pytest.mark.parametrize("fmt", ["MPO", "GIF"])
+def test_multi_frame_files_use_their_first_frame(client, fmt):
+    """A camera's MPO (multi-picture JPEG) and an animated GIF are accepted; the dark first frame is used."""
+    dark, light = Image.new("RGB", (40, 30), (20, 20, 20)), Image.new("RGB", (40, 30), (240, 240, 240))
+    buf = io.BytesIO()
+    dark.save(buf, fmt, save_all=True, append_images=[light])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == fmt and Image.open(buf).n_frames == 2
+    r = post(client, buf.getvalue(), f"camera.{fmt.lower()}")
+    assert r.status_code == 200, r.json
+    out = np.asarray(Image.open(io.BytesIO(r.data)).convert("L"))
+    assert out.shape == (30, 40) and out.mean() < 60
+
+
+def multipart_of_size(total: int) -> tuple[bytes, str]:
+    """A multipart request body of exactly ``total`` bytes: a small PNG padded after its end (decoders ignore it)."""
+    boundary = "----exact"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    image = png_bytes(real_photo("coffee", 48))
+    return head + image + bytes(total - len(head) - len(image) - len(tail)) + tail, \
+        f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("extra,status", [(0, 200), (1, 413)])
+def test_upload_limit_is_exact(client, extra, status):
+    """20 MiB (the request body, as sent) is accepted; one byte more is 413, naming the limit in MiB."""
+    body, ctype = multipart_of_size(20 * 2 ** 20 + extra)
+    r = client.post("/api/colorize", data=body, content_type=ctype)
+    assert r.status_code == status
+    if status == 413:
+        assert r.json["error"] == "upload too large (20.0 MiB; this server's limit is 20 MiB per request)"
+
+
+def test_big_form_field_413_names_that_limit(client):
+    """A 413 for a form field over Flask's form memory limit does not blame the 20 MiB upload limit."""
+    r = post(client, EXAMPLE.read_bytes(), temperature="1" * 600_000)
+    assert r.status_code == 413 and "form field" in r.json["error"] and "20 MiB" not in r.json["error"]
 
 
 def test_decompression_bomb_gets_413(client):
@@ -123,6 +167,38 @@ def test_concurrent_requests_are_safe(client):
 def test_unknown_route_is_json_404(client):
     r = client.get("/nope")
     assert r.status_code == 404 and "error" in r.json
+
+
+def test_405_says_which_methods_are_allowed(client):
+    r = client.get("/api/colorize")
+    assert r.status_code == 405 and "error" in r.json
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {"POST"}
+    assert "GET" in client.post("/healthz").headers["Allow"]
+
+
+@pytest.mark.parametrize("method,path", [("get", "/"), ("get", "/healthz"), ("get", "/nope"), ("post", "/api/colorize")])
+def test_security_headers_on_every_response(client, method, path):
+    r = getattr(client, method)(path)
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    policy = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy and "unsafe" not in policy
+
+
+def test_page_policy_allows_exactly_its_own_inline_script_and_style(client):
+    """The page's inline <script> and <style> are allowed by hash (the browser test checks the page works)."""
+    import base64
+    import hashlib
+    import re
+
+    r = client.get("/")
+    html, policy = r.get_data(as_text=True), r.headers["Content-Security-Policy"]
+    for tag in ("script", "style"):
+        bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+        assert bodies
+        for body in bodies:
+            digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in policy.split(f"{tag}-src")[1].split(";")[0]
+    assert "connect-src 'self'" in policy and "img-src 'self' blob:" in policy
 
 
 # ----------------------------------------------------------------------------- real browser
@@ -188,10 +264,13 @@ def test_browser_upload_shows_result_at_natural_size(server, tmp_path):
         except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
             pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        refused = []  # the page runs under its Content-Security-Policy: nothing of its own may be refused
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(server + "/")
         for example in sorted((ROOT / "examples").glob("*.png")):
             page.set_input_files("#file", str(example))
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')", timeout=60000)
+            # a selector, not wait_for_function: that evaluates a string, which the page's policy forbids
+            page.wait_for_selector("#status:text-matches('^Done')", timeout=60000)
             size = page.evaluate("[document.getElementById('result-img').naturalWidth, "
                                  "document.getElementById('result-img').naturalHeight]")
             assert tuple(size) == Image.open(example).size
@@ -203,36 +282,70 @@ def test_browser_upload_shows_result_at_natural_size(server, tmp_path):
         page.set_input_files("#file", str(bad))
         page.wait_for_selector("#status.error", timeout=30000)
         assert "photo" in page.text_content("#status")
+        assert page.evaluate("getComputedStyle(document.getElementById('drop')).borderStyle") == "dashed"  # CSS ran
         browser.close()
+        assert refused == []
 
 
-def test_images_in_flight_are_bounded(colorizer, monkeypatch):
-    """Decode + colourise hold a slot: with max_concurrent=2, five simultaneous uploads never run 3 at once."""
+def test_decode_colourise_and_encode_all_hold_a_turn(colorizer, monkeypatch):
+    """With max_concurrent=2, five simultaneous uploads never have more than 2 images in work, where an image
+    is in work from the start of its decoding to the end of its encoding (each stage made slow here)."""
+    import threading
+
     import WebApp
 
-    active, peak, guard = [0], [0], __import__("threading").Lock()
-    real = WebApp.load_image
+    holding, peak, guard = set(), [0], threading.Lock()
 
-    def slow_load(*args, **kwargs):
-        with guard:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.3)
-        try:
-            return real(*args, **kwargs)
-        finally:
+    def instrument(stage, real, starts=False, ends=False):
+        def slow(*args, **kwargs):
             with guard:
-                active[0] -= 1
-    monkeypatch.setattr(WebApp, "load_image", slow_load)
+                if starts:
+                    holding.add(threading.get_ident())
+                assert threading.get_ident() in holding, f"{stage} ran outside decode..encode"
+                peak[0] = max(peak[0], len(holding))
+            time.sleep(0.1)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                if ends:
+                    with guard:
+                        holding.discard(threading.get_ident())
+        return slow
+    monkeypatch.setattr(WebApp, "load_image", instrument("decode", WebApp.load_image, starts=True))
+    monkeypatch.setattr(colorizer, "ab_for", instrument("colourise", colorizer.ab_for))
+    monkeypatch.setattr(WebApp, "recombine_image", instrument("recombine", WebApp.recombine_image))
+    monkeypatch.setattr(WebApp, "encode_image", instrument("encode", WebApp.encode_image, ends=True))
     app = create_app(colorizer, max_concurrent=2)
-    data = EXAMPLE.read_bytes()
-
-    def one(_):
-        return post(app.test_client(), data).status_code
+    data = png_bytes(real_photo("rocket", 48))
     with ThreadPoolExecutor(5) as pool:
-        codes = list(pool.map(one, range(5)))
+        codes = list(pool.map(lambda _: post(app.test_client(), data).status_code, range(5)))
     assert codes == [200] * 5
     assert peak[0] == 2
+
+
+def test_full_queue_gets_503_with_retry_after(colorizer, monkeypatch):
+    """One upload in work and one waiting: further uploads are refused at once, not queued without bound."""
+    import threading
+
+    import WebApp
+
+    release, real = threading.Event(), WebApp.load_image
+
+    def held(*args, **kwargs):
+        release.wait(10)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(WebApp, "load_image", held)
+    app = create_app(colorizer, max_concurrent=1, max_queue=1)
+    data = png_bytes(real_photo("rocket", 48))
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(lambda: post(app.test_client(), data)) for _ in range(4)]
+        done = as_completed(futures, timeout=5)
+        refused = [next(done).result(), next(done).result()]  # the other two are held
+        release.set()
+        codes = sorted(f.result().status_code for f in futures)
+    assert codes == [200, 200, 503, 503]
+    assert all(r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and "busy" in r.json["error"]
+               for r in refused)
 
 
 def test_too_many_pixels_is_413_with_the_servers_limit(colorizer):
