@@ -118,7 +118,8 @@ def make_server(app, host: str, port: int, threads: int, max_body: int, connecti
                       inbuf_overflow=max_body + 1, ident="colorizer")
     dispatcher, sockets = ThreadedTaskDispatcher(), {}
     dispatcher.set_thread_count(adj.threads)
-    servers = [DeadlineServer(sized_input(app), sockets, adj=adj, sockinfo=info, dispatcher=dispatcher) for info in adj.listen]
+    servers = [DeadlineServer(sized_input(app), sockets, adj=adj, sockinfo=info, dispatcher=dispatcher)
+               for info in adj.listen]
     for s in servers:
         s.request_deadline_s = float(request_deadline_s)
     return MultiSocketServer(sockets, adj, [(s.effective_host, s.effective_port) for s in servers], dispatcher,

@@ -155,7 +155,8 @@ def run_load(args, url: str, pid: int | None, body: bytes, headers: dict, image:
         busy = 0
         t0 = time.perf_counter()
         while time.time() < end_by:
-            status, answer, _ = request(url, "POST", "/api/colorize", body, headers, timeout=max(1, end_by - time.time()))
+            status, answer, _ = request(url, "POST", "/api/colorize", body, headers,
+                                        timeout=max(1, end_by - time.time()))
             if status != 503:
                 return status, busy, time.perf_counter() - t0
             busy += 1

@@ -1,7 +1,6 @@
 """The web app: every route and error status through Flask's test client, then a real
 server (waitress, started by ``Engine.py --mode serve``) driven by headless Chromium."""
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -176,7 +175,8 @@ def test_405_says_which_methods_are_allowed(client):
     assert "GET" in client.post("/healthz").headers["Allow"]
 
 
-@pytest.mark.parametrize("method,path", [("get", "/"), ("get", "/healthz"), ("get", "/nope"), ("post", "/api/colorize")])
+@pytest.mark.parametrize("method,path", [("get", "/"), ("get", "/healthz"), ("get", "/nope"),
+                                         ("post", "/api/colorize")])
 def test_security_headers_on_every_response(client, method, path):
     r = getattr(client, method)(path)
     assert r.headers["X-Content-Type-Options"] == "nosniff"
