@@ -194,7 +194,8 @@ def store_float16(proto) -> dict[str, int]:
         if exact:
             name = t.name  # t is the stored message itself: read its name before replacing it
             graph.initializer[i].CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
-            casts.append(helper.make_node("Cast", [f"{name}.float16"], [name], to=TensorProto.FLOAT, name=f"{name}.cast"))
+            casts.append(helper.make_node("Cast", [f"{name}.float16"], [name], to=TensorProto.FLOAT,
+                                          name=f"{name}.cast"))
     for j, node in enumerate(casts):  # ahead of every consumer, so the graph stays topologically sorted
         graph.node.insert(j, node)
     return counts

@@ -12,7 +12,8 @@ Drift is |ab| on the bundled examples at the working size, in Lab units, against
 With ``--onnx`` files (Export.export_onnx), also how long ONNX Runtime's CPU provider takes, at
 each graph-optimisation level, to create a session and to run one forward pass at the working size,
 and (at the default level) to colourise a 0.3 MP photo (640 x 480) end to end with
-Inference.Colorizer: medians of ``--repeats`` runs, each session created afresh.
+Inference.Colorizer (session creation included): medians of ``--repeats`` runs, each session
+created afresh; and how long a fresh interpreter takes to import numpy, cv2 and onnxruntime.
 
 Usage:
     python benchmarks/release_formats.py runs/my_run/last.pt
@@ -24,6 +25,7 @@ import argparse
 import copy
 import io
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,6 +102,9 @@ def onnx_timings(files: list[Path], repeats: int) -> None:
               "all (default)": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     photo = np.random.default_rng(0).integers(0, 256, (480, 640), dtype=np.uint8)
     print(f"\nONNX Runtime {ort.__version__}, CPU provider, median of {repeats} runs, seconds")
+    imports = [sys.executable, "-c", "import numpy, cv2, onnxruntime"]  # what a torch-free install loads
+    t_imports = median_seconds(lambda: subprocess.run(imports, check=True), repeats)
+    print(f"a fresh interpreter importing numpy, cv2 and onnxruntime: {t_imports:.3f}")
     print("| file | MiB | optimisation level | session creation | forward, 1 image | 0.3 MP colourised |")
     print("|---|---:|---|---:|---:|---:|")
     for f in files:

@@ -123,13 +123,15 @@ def test_onnx_float16_storage_changes_no_value(tmp_path):
     release = tmp_path / "release.pt"
     export_release(trained_like(tmp_path), release)  # conv weights float16, BatchNorm float32 (variances > 65504)
     r16 = export_onnx(release, tmp_path / "w16.onnx")
-    assert load_script("export_model").main([str(release), str(tmp_path / "w32.onnx"), "--onnx-weights", "float32"]) == 0
+    script = load_script("export_model")
+    assert script.main([str(release), str(tmp_path / "w32.onnx"), "--onnx-weights", "float32"]) == 0
     r32 = {"bytes": (tmp_path / "w32.onnx").stat().st_size}
     w16, w32 = onnx_initializers(tmp_path / "w16.onnx"), onnx_initializers(tmp_path / "w32.onnx")
     halved = [k for k in w32 if k + ".float16" in w16]
     assert r16["float16"] == len(halved) > 0 and r16["bytes"] < 0.6 * r32["bytes"]
     for k in halved:
-        assert w16[k + ".float16"].dtype == np.float16 and np.array_equal(w16[k + ".float16"].astype(np.float32), w32[k])
+        stored = w16[k + ".float16"]
+        assert stored.dtype == np.float16 and np.array_equal(stored.astype(np.float32), w32[k])
     assert "adapters.0.norm.running_var" in " ".join(k for k in w16 if w16[k].dtype == np.float32)
     assert all(np.isfinite(a).all() for a in w16.values() if a.dtype.kind == "f")
     L = np.random.default_rng(0).uniform(-1, 1, (3, 1, 64, 64)).astype(np.float32)
@@ -174,8 +176,9 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     meta = session.get_modelmeta().custom_metadata_map
     model, ckpt = load_checkpoint(SHIPPED, CPU)
     cfg = ckpt["model_config"]
-    assert (meta["image_size"], meta["loss"], meta["temperature"], meta["members"], meta["weights"], meta["version"]) == \
-        (str(cfg.image_size), cfg.loss, str(cfg.temperature), str(cfg.members), "float16", VERSION)
+    keys = ("image_size", "loss", "temperature", "members", "weights", "version")
+    assert tuple(meta[k] for k in keys) == (str(cfg.image_size), cfg.loss, str(cfg.temperature), str(cfg.members),
+                                            "float16", VERSION)
     L = Export.reference_batch(cfg.image_size)
     with torch.no_grad():
         want = Export.ColorizerGraph(model, cfg, ckpt["extras"]["ab_bins"])(L)
