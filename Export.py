@@ -8,13 +8,18 @@ Owns turning training checkpoints into what users get:
     finite, or whose decoded ab on a fixed batch (the bundled examples at the working size)
     differs from the source checkpoint's by more than ``RELEASE_TOLERANCE`` Lab units.
   * ``export_onnx``: the model plus its decoding to ab (annealed mean for classification) as one
-    ONNX graph with a dynamic batch and spatial size, checked against torch the same way.
+    ONNX graph with a dynamic batch, for ONNX Runtime without torch. By default the initializers
+    that float16 holds exactly (a release's conv weights) are stored in float16 behind a Cast, so
+    the file is half the float32 size and computes the same float32 values. Refused if any
+    initializer is not finite or ONNX Runtime's output differs from torch's by more than
+    ``ONNX_TOLERANCE``. ``weights/colorizer.onnx`` is this export of ``weights/colorizer.pt``.
 
 Usage:
     report = export_release(Path("runs/x/last.pt"), Path("weights/colorizer.pt"))
     report = export_release([Path("runs/a/last.pt"), Path("runs/b/last.pt")], Path("weights/colorizer.pt"), 0.2)
     report = export_onnx(Path("weights/colorizer.pt"), Path("weights/colorizer.onnx"))
     python Engine.py --mode export --checkpoint runs/x/last.pt --output weights/colorizer.pt
+    python Engine.py --mode export --checkpoint weights/colorizer.pt --output weights/colorizer.onnx
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from DecoderLayers import ColorizationModel, DecoderEnsemble
 
 from LoadData import find_images, load_rgb, normalize_lab, resize_to_square, rgb_to_lab, to_tensor
 from ModelIO import atomic_write, decode_prediction, load_checkpoint, nonfinite_tensors, save_checkpoint
-from References import LAB, ModelConfig, Paths
+from References import LAB, VERSION, ModelConfig, Paths
 
 # What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
 SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder")
@@ -37,6 +42,13 @@ SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_gri
 # source. float16 conv weights move the decoded ab by about 0.01-0.1 units on average; an overflowed
 # BatchNorm moves it by tens of units.
 RELEASE_TOLERANCE = {"max": 2.0, "mean": 0.25}
+
+# Largest |ab| difference (Lab units) an ONNX file may show against torch on the reference batch.
+# ONNX Runtime computes in float32 like torch and float16 storage here is exact, so honest files
+# differ by far less than 0.01 units; anything near these bounds is a broken graph or a broken weight.
+ONNX_TOLERANCE = {"max": 0.5, "mean": 0.02}
+ONNX_WEIGHTS = ("float16", "float32")  # how export_onnx stores the initializers; see store_float16
+MIN_FLOAT16_ELEMENTS = 64  # a Cast node for a smaller tensor costs about what it saves
 
 
 class ExportError(ValueError):
@@ -159,48 +171,113 @@ def export_release(source: Path | list[Path], output: Path, temperature: float |
     return report
 
 
+def store_float16(proto) -> dict[str, int]:
+    """Store every float32 initializer that float16 holds exactly as float16, behind a Cast to float32.
+
+    Compute stays float32 (ONNX Runtime folds the Casts into float32 constants when the session
+    is created) and no value changes: a release .pt already holds its conv weights in float16, so
+    those halve, while BatchNorm statistics (variances above float16's range) stay float32.
+    Modifies ``proto`` (an onnx.ModelProto) in place; returns {"float16": n, "float32": n} tensors.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph, casts, counts = proto.graph, [], {"float16": 0, "float32": 0}
+    for i, t in enumerate(graph.initializer):
+        if t.data_type != TensorProto.FLOAT:
+            continue
+        a = numpy_helper.to_array(t)
+        with np.errstate(over="ignore"):
+            half = a.astype(np.float16)
+        exact = a.size >= MIN_FLOAT16_ELEMENTS and np.array_equal(half.astype(np.float32), a)
+        counts["float16" if exact else "float32"] += 1
+        if exact:
+            name = t.name  # t is the stored message itself: read its name before replacing it
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
+            casts.append(helper.make_node("Cast", [f"{name}.float16"], [name], to=TensorProto.FLOAT,
+                                          name=f"{name}.cast"))
+    for j, node in enumerate(casts):  # ahead of every consumer, so the graph stays topologically sorted
+        graph.node.insert(j, node)
+    return counts
+
+
+def nonfinite_initializers(proto) -> list[str]:
+    """Names of the floating initializers of an onnx.ModelProto holding NaN or inf; [] if all are finite."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    arrays = ((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer)
+    return [n for n, a in arrays if a.dtype.kind == "f" and not np.isfinite(a).all()]
+
+
+def onnx_proto(graph: nn.Module, L: torch.Tensor, opset: int):
+    """``graph`` traced on ``L`` by the dynamo exporter as an onnx.ModelProto: constants folded, BatchNorm kept.
+
+    The exporter's own optimiser would also fold each BatchNorm into its convolution, which turns
+    float16-exact conv weights into values only float32 holds; ONNX Runtime does that fusion
+    itself at session creation, so only constant folding is done here.
+    """
+    from onnxscript import optimizer
+
+    program = torch.onnx.export(graph, (L[:2],), None, input_names=["L"], output_names=["ab"], opset_version=opset,
+                                dynamic_shapes={"L": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                                dynamo=True, optimize=False, verbose=False)
+    optimizer.fold_constants(program.model)
+    optimizer.remove_unused_nodes(program.model)
+    return program.model_proto
+
+
 @torch.no_grad()
 def export_onnx(source: Path | list[Path], output: Path, temperature: float | None = None, opset: int = 18,
-                tolerance: dict[str, float] | None = None) -> dict:
+                tolerance: dict[str, float] | None = None, weights: str = "float16") -> dict:
     """Write the model of checkpoint ``source`` (or ``assemble``'s ensemble) with its ab decoding as ONNX.
-
-    Checked with ONNX Runtime against torch on the reference batch before it is renamed into place.
 
     Input "L": (batch, 1, S, S) float32 in [-1, 1], S fixed to the working size
     (``model_config.image_size``, which is all inference feeds it), batch dynamic. Output "ab":
-    (batch, 2, h, w) in [-1, 1]. The working size, loss and temperature are stored as metadata.
+    (batch, 2, h, w) in [-1, 1]. Metadata: image_size, loss, temperature, members, weights,
+    version (of this package), source. ``weights="float16"`` stores the initializers float16
+    holds exactly in float16 (``store_float16``; half the size for a release .pt), "float32" all
+    in float32. The file is written under a temporary name, refused (ExportError, nothing left
+    behind) if an initializer is not finite or ONNX Runtime's CPU output on the reference batch
+    differs from torch's by more than ``tolerance`` (default ONNX_TOLERANCE), then renamed.
+    Returns the figures: max/mean drift (Lab units), bytes, float16/float32 initializer counts.
     """
     import onnx
     import onnxruntime as ort
 
-    tolerance = tolerance or RELEASE_TOLERANCE
+    if weights not in ONNX_WEIGHTS:
+        raise ValueError(f"weights={weights!r}: choose one of {', '.join(ONNX_WEIGHTS)}")
+    tolerance = tolerance or ONNX_TOLERANCE
     model, cfg, extras, _ = assemble(source, temperature)
     names = " + ".join(Path(s).name for s in (source if isinstance(source, list) else [source]))
     graph = ColorizerGraph(model, cfg, extras.get("ab_bins")).eval()
     L = reference_batch(cfg.image_size)
     want = graph(L)
+    proto = onnx_proto(graph, L, opset)
+    report: dict = store_float16(proto) if weights == "float16" else {}
+    for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("temperature", cfg.temperature),
+                       ("members", cfg.members), ("weights", weights), ("version", VERSION), ("source", names)):
+        proto.metadata_props.add(key=key, value=str(value))
 
     def write(tmp: str) -> None:
-        torch.onnx.export(graph, (L[:2],), tmp, input_names=["L"], output_names=["ab"], opset_version=opset,
-                          dynamic_shapes={"L": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                          dynamo=True, verbose=False)
-        proto = onnx.load(tmp)
-        for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("temperature", cfg.temperature),
-                           ("source", names)):
-            proto.metadata_props.add(key=key, value=str(value))
         onnx.save(proto, tmp)
+        written = onnx.load(tmp)  # what users get, read back
+        bad = nonfinite_initializers(written)
+        if bad:
+            raise ExportError(f"{output}: {len(bad)} initializer(s) would not be finite (first: {bad[0]}); not written")
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
         report.update(ab_difference(torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0]), want))
         check_within(report, tolerance, str(output))
+        report["bytes"] = Path(tmp).stat().st_size
 
-    report: dict = {}
     atomic_write(Path(output), write)
-    report["bytes"] = Path(output).stat().st_size
+    report["images"] = len(L)
     return report
 
 
 def describe(report: dict) -> str:
     """One line for the command line."""
-    return (f"{report['bytes'] / 2 ** 20:.1f} MiB; decoded ab vs the source on {report.get('images', 'the')} reference "
-            f"images: max {report['max']:.3f}, mean {report['mean']:.4f} Lab units")
+    stored = f" ({report['float16']} initializers stored float16, exactly)" if report.get("float16") else ""
+    return (f"{report['bytes'] / 2 ** 20:.1f} MiB{stored}; decoded ab vs the source on {report.get('images', 'the')} "
+            f"reference images: max {report['max']:.3f}, mean {report['mean']:.4f} Lab units")
 

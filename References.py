@@ -16,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-VERSION = "0.3.0"
+VERSION = "0.2.0"
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict layout changes (2: adds "progress")
 
 ROOT = Path(__file__).resolve().parent

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import Engine
-from conftest import ROOT, SHARED_CORPUS, TINY, needs_shared_corpus
-from Export import ExportError, ab_difference, export_onnx, export_release
+from conftest import ROOT, SHARED_CORPUS, TINY, load_script, needs_shared_corpus
+import Export
+from Export import ONNX_TOLERANCE, ExportError, ab_difference, export_onnx, export_release
 from Inference import Colorizer
 from ImageIO import find_images, load_image
 from ModelIO import build_model, load_checkpoint, nonfinite_tensors, save_checkpoint
@@ -14,6 +15,7 @@ from test_docs import model_table
 
 CPU = torch.device("cpu")
 SHIPPED = ROOT / "weights" / "colorizer.pt"
+SHIPPED_ONNX = ROOT / "weights" / "colorizer.onnx"
 
 
 def trained_like(tmp_path, scale_var=1.0):
@@ -56,6 +58,91 @@ def test_release_refuses_non_finite_tensors_and_drifting_outputs(tmp_path, monke
     assert not (tmp_path / "out.pt").exists() and not list(tmp_path.glob(".out.pt*"))
 
 
+def test_release_refuses_finite_weights_whose_outputs_drift(tmp_path, monkeypatch):
+    """The drift check itself (issue 23): finite weights, so only the comparison can refuse them."""
+    src = trained_like(tmp_path)
+    import ModelIO
+    real = ModelIO.release_state_dict
+    scaled = lambda m, f: {k: v * f if k == "head.weight" else v for k, v in real(m).items()}  # noqa: E731
+    monkeypatch.setattr(ModelIO, "release_state_dict", lambda m: scaled(m, 1.001))  # float16-sized change: passes
+    assert export_release(src, tmp_path / "ok.pt")["max"] < 2.0
+    monkeypatch.setattr(ModelIO, "release_state_dict", lambda m: scaled(m, 3.0))
+    with pytest.raises(ExportError, match="out.pt: decoded ab differs from the source checkpoint"):
+        export_release(src, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists() and not list(tmp_path.glob(".out.pt*"))
+
+
+def perturbed_sessions(monkeypatch, offset: float) -> None:
+    """Make every ONNX Runtime session return its "ab" plus ``offset`` (network units; x110 for Lab)."""
+    import onnxruntime as ort
+
+    class Perturbed(ort.InferenceSession):
+        def run(self, names, feeds, *args, **kwargs):
+            return [out + np.float32(offset) for out in super().run(names, feeds, *args, **kwargs)]
+    monkeypatch.setattr(ort, "InferenceSession", Perturbed)
+
+
+def test_onnx_export_refuses_a_graph_whose_outputs_drift(tmp_path, tiny_checkpoint, monkeypatch):
+    """The ONNX drift check (issue 23): ONNX Runtime's answer is compared with torch's and a mismatch refused."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    perturbed_sessions(monkeypatch, 0.02)  # 2.2 Lab units everywhere: refused, nothing left behind
+    with pytest.raises(ExportError, match="out.onnx: decoded ab differs from the source checkpoint"):
+        export_onnx(tiny_checkpoint, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists() and not list(tmp_path.glob(".out.onnx*"))
+
+
+def test_onnx_export_refuses_non_finite_initializers(tmp_path, tiny_checkpoint, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    real = Export.store_float16
+
+    def store_then_break(proto):
+        counts = real(proto)
+        t = next(t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+        a = onnx.numpy_helper.to_array(t).copy()
+        a.flat[0] = np.inf
+        t.CopyFrom(onnx.numpy_helper.from_array(a, t.name))
+        return counts
+    monkeypatch.setattr(Export, "store_float16", store_then_break)
+    with pytest.raises(ExportError, match=r"out.onnx: 1 initializer\(s\) would not be finite"):
+        export_onnx(tiny_checkpoint, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists() and not list(tmp_path.glob(".out.onnx*"))
+
+
+def onnx_initializers(path) -> dict:
+    """name -> numpy array of every initializer of an ONNX file."""
+    import onnx
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def test_onnx_float16_storage_changes_no_value(tmp_path):
+    """float16 initializers only where float16 holds the value exactly: same outputs, about half the file."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    release = tmp_path / "release.pt"
+    export_release(trained_like(tmp_path), release)  # conv weights float16, BatchNorm float32 (variances > 65504)
+    r16 = export_onnx(release, tmp_path / "w16.onnx")
+    script = load_script("export_model")
+    assert script.main([str(release), str(tmp_path / "w32.onnx"), "--onnx-weights", "float32"]) == 0
+    r32 = {"bytes": (tmp_path / "w32.onnx").stat().st_size}
+    w16, w32 = onnx_initializers(tmp_path / "w16.onnx"), onnx_initializers(tmp_path / "w32.onnx")
+    halved = [k for k in w32 if k + ".float16" in w16]
+    assert r16["float16"] == len(halved) > 0 and r16["bytes"] < 0.6 * r32["bytes"]
+    for k in halved:
+        stored = w16[k + ".float16"]
+        assert stored.dtype == np.float16 and np.array_equal(stored.astype(np.float32), w32[k])
+    assert "adapters.0.norm.running_var" in " ".join(k for k in w16 if w16[k].dtype == np.float32)
+    assert all(np.isfinite(a).all() for a in w16.values() if a.dtype.kind == "f")
+    L = np.random.default_rng(0).uniform(-1, 1, (3, 1, 64, 64)).astype(np.float32)
+    import onnxruntime as ort
+    outs = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(["ab"], {"L": L})[0]
+            for f in ("w16.onnx", "w32.onnx")]
+    assert np.abs(outs[0] - outs[1]).max() * 110 < 1e-3
+    with pytest.raises(ValueError, match="weights='int4'"):
+        export_onnx(release, tmp_path / "x.onnx", weights="int4")
+
+
 def test_onnx_export_matches_torch_on_the_examples(tmp_path, tiny_checkpoint, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -78,7 +165,28 @@ def test_shipped_model_is_intact():
         assert torch.isfinite(model(torch.zeros(1, 1, 64, 64))).all()
 
 
-def check_table_rows(tmp_path, folders: dict[str, "Path"]) -> None:
+def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
+    """weights/colorizer.onnx: finite, its metadata, and ONNX Runtime's CPU output equal to torch's on the .pt."""
+    ort = pytest.importorskip("onnxruntime")
+    from References import VERSION
+    assert SHIPPED_ONNX.stat().st_size <= 40 * 2 ** 20
+    inits = onnx_initializers(SHIPPED_ONNX)
+    assert all(np.isfinite(a).all() for a in inits.values() if a.dtype.kind == "f")
+    session = ort.InferenceSession(str(SHIPPED_ONNX), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    model, ckpt = load_checkpoint(SHIPPED, CPU)
+    cfg = ckpt["model_config"]
+    keys = ("image_size", "loss", "temperature", "members", "weights", "version")
+    assert tuple(meta[k] for k in keys) == (str(cfg.image_size), cfg.loss, str(cfg.temperature), str(cfg.members),
+                                            "float16", VERSION)
+    L = Export.reference_batch(cfg.image_size)
+    with torch.no_grad():
+        want = Export.ColorizerGraph(model, cfg, ckpt["extras"]["ab_bins"])(L)
+    diff = ab_difference(torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0]), want)
+    assert diff["max"] <= ONNX_TOLERANCE["max"] and diff["mean"] <= ONNX_TOLERANCE["mean"]
+
+
+def check_table_rows(tmp_path, folders: dict) -> None:
     """The README's model-table rows for ``folders`` (name -> the photos) are what --mode evaluate gives today
     for the file the table names."""
     import json
