@@ -8,7 +8,8 @@ Owns ``Adversary``, which Training's loop consults on every batch (``--gan patch
   * after that, every ``n_critic``-th batch the generator's loss becomes its per-pixel loss plus
     ``lambda_adv`` x the adversarial term (a classification generator is judged on its annealed
     mean, which is differentiable);
-  * it stops the run with ``DiscriminatorCollapse`` (a ValueError) when D's loss stays near 0;
+  * with the PatchGAN it stops the run with ``DiscriminatorCollapse`` (a ValueError) when D's loss stays
+    near 0 (a WGAN-GP critic's loss is not a probability's log: near 0 says nothing there);
   * its state (D, D's optimizer, counters, config) goes into the checkpoint, so --resume continues
     a GAN run; release exports leave it out.
 D is wrapped in its own DistributedDataParallel when there are several processes. Its update is one
@@ -196,7 +197,11 @@ class Adversary:
             set_requires_grad(self.D, True)
 
     def check_collapse(self, d_loss: float) -> None:
-        """Raise DiscriminatorCollapse after ``collapse_steps`` steps in a row with |D's loss| below ``collapse_loss``."""
+        """PatchGAN: raise DiscriminatorCollapse after ``collapse_steps`` steps in a row with |D's loss| below
+        ``collapse_loss``. A no-op for WGAN-GP, whose critic loss (minus the Wasserstein estimate plus the
+        penalty) is unbounded and crosses 0 in normal training."""
+        if self.gcfg.kind != "patchgan":
+            return
         self.low_streak = self.low_streak + 1 if abs(d_loss) < self.gcfg.collapse_loss else 0
         if self.gcfg.collapse_steps and self.low_streak >= self.gcfg.collapse_steps:
             raise DiscriminatorCollapse(
