@@ -431,16 +431,17 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
                             gan=adversary.state_dict() if adversary is not None else None)
 
     start_samples = progress.samples_done
-    steps_this_epoch = 0
+    steps_this_epoch, used_lr = 0, 0.0
 
     def set_lr(epoch: int) -> None:  # for the next optimizer step
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch, tcfg, progress.global_step)
 
     def on_step() -> bool:
-        nonlocal steps_this_epoch
+        nonlocal steps_this_epoch, used_lr
         steps_this_epoch += 1
         progress.global_step += 1
+        used_lr = optimizer.param_groups[0]["lr"]  # by the step just taken (logged with the epoch)
         set_lr(train_ds.epoch)
         progress.samples_done = min(len(train_ds), start_samples + steps_this_epoch * tcfg.batch_size * dist.world_size)
         if tcfg.save_every_steps and progress.global_step % tcfg.save_every_steps == 0:
@@ -469,8 +470,7 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
         # Validation and samples run on the unwrapped model: DDP's forward is a collective, and the
         # processes hold different numbers of validation batches (and only rank 0 draws samples).
         ev = validate(model, val_loader, loss_fn, cfg, bins, device, dist)
-        last_lr = lr_at(epoch, tcfg, max(progress.global_step - 1, 0))  # of the epoch's last step
-        record = {"epoch": epoch, "lr": last_lr, "train_loss": float(totals[0] / max(totals[1], 1)),
+        record = {"epoch": epoch, "lr": used_lr, "train_loss": float(totals[0] / max(totals[1], 1)),
                   "images": int(totals[1]), "skipped": int(totals[2]), "seconds": tr["seconds"],
                   "data_seconds": tr["data_seconds"], "global_step": progress.global_step,
                   "val_loss": ev["val_loss"], "val_ab_mae": ev["val_ab_mae"], "val_skipped": ev["skipped"]}
