@@ -30,10 +30,11 @@ from torch import nn
 
 from DiscriminatorLayers import build_discriminator
 from Distributed import DistContext
-from ModelIO import amp_dtype, autocast, decode_prediction, known_fields
+from ModelIO import amp_dtype, autocast, decode_prediction, known_fields, require_keys
 from References import GAN_LOSSES, GANS, GanConfig, ModelConfig
 
 STATE_FORMAT = 1
+STATE_KEYS = ("config", "discriminator", "optimizer", "d_steps", "low_streak")  # what a resume reads
 
 
 class DiscriminatorCollapse(ValueError):
@@ -246,6 +247,7 @@ def gan_settings(gcfg: GanConfig, ckpt: dict | None, plan: dict) -> tuple[GanCon
     if ckpt is None:
         return gcfg, None
     if "gan" in ckpt:
+        require_keys(ckpt, tuple(f"gan.{k}" for k in STATE_KEYS), plan["checkpoint"], "GAN checkpoint")
         return gan_config_from_dict(ckpt["gan"]["config"]), ckpt["gan"]
     if gcfg.kind != "none":
         raise ValueError(f"{plan['checkpoint']}: not a GAN run, so --resume cannot add --gan {gcfg.kind}; start a "

@@ -203,3 +203,13 @@ def test_init_from_takes_a_resunet_warm_start_and_one_member_of_an_ensemble(tmp_
         load_generator(ens, CPU)
     member, source, _ = load_generator(ens, CPU, member=1)
     assert source["model_config"].members == 1 and source["model_config"].temperature == 0.38
+
+
+def test_a_gan_checkpoint_missing_the_discriminator_is_one_line_naming_it():
+    from Adversarial import gan_settings
+
+    state = Adversary(GanConfig(kind="patchgan", d_width=8), TINY_CLS, None, single_process()).state_dict()
+    del state["discriminator"]
+    with pytest.raises(ValueError, match=r"^runs/x/last\.pt: damaged or incomplete GAN checkpoint, missing "
+                                         r"gan\.discriminator$"):
+        gan_settings(GanConfig(), {"gan": state}, {"checkpoint": "runs/x/last.pt"})
