@@ -8,7 +8,8 @@ Owns ``Adversary``, which Training's loop consults on every batch (``--gan patch
   * after that, every ``n_critic``-th batch the generator's loss becomes its per-pixel loss plus
     ``lambda_adv`` x the adversarial term (a classification generator is judged on its annealed
     mean, which is differentiable);
-  * it stops the run with ``DiscriminatorCollapse`` (a ValueError) when D's loss stays near 0;
+  * with the PatchGAN it stops the run with ``DiscriminatorCollapse`` (a ValueError) when D's loss stays
+    near 0 (a WGAN-GP critic's loss is not a probability's log: near 0 says nothing there);
   * its state (D, D's optimizer, counters, config) goes into the checkpoint, so --resume continues
     a GAN run; release exports leave it out.
 D is wrapped in its own DistributedDataParallel when there are several processes. Its update is one
@@ -29,10 +30,11 @@ from torch import nn
 
 from DiscriminatorLayers import build_discriminator
 from Distributed import DistContext
-from ModelIO import amp_dtype, autocast, decode_prediction, known_fields
+from ModelIO import amp_dtype, autocast, decode_prediction, known_fields, require_keys
 from References import GAN_LOSSES, GANS, GanConfig, ModelConfig
 
 STATE_FORMAT = 1
+STATE_KEYS = ("config", "discriminator", "optimizer", "d_steps", "low_streak")  # what a resume reads
 
 
 class DiscriminatorCollapse(ValueError):
@@ -196,7 +198,11 @@ class Adversary:
             set_requires_grad(self.D, True)
 
     def check_collapse(self, d_loss: float) -> None:
-        """Raise DiscriminatorCollapse after ``collapse_steps`` steps in a row with |D's loss| below ``collapse_loss``."""
+        """PatchGAN: raise DiscriminatorCollapse after ``collapse_steps`` steps in a row with |D's loss| below
+        ``collapse_loss``. A no-op for WGAN-GP, whose critic loss (minus the Wasserstein estimate plus the
+        penalty) is unbounded and crosses 0 in normal training."""
+        if self.gcfg.kind != "patchgan":
+            return
         self.low_streak = self.low_streak + 1 if abs(d_loss) < self.gcfg.collapse_loss else 0
         if self.gcfg.collapse_steps and self.low_streak >= self.gcfg.collapse_steps:
             raise DiscriminatorCollapse(
@@ -241,6 +247,7 @@ def gan_settings(gcfg: GanConfig, ckpt: dict | None, plan: dict) -> tuple[GanCon
     if ckpt is None:
         return gcfg, None
     if "gan" in ckpt:
+        require_keys(ckpt, tuple(f"gan.{k}" for k in STATE_KEYS), plan["checkpoint"], "GAN checkpoint")
         return gan_config_from_dict(ckpt["gan"]["config"]), ckpt["gan"]
     if gcfg.kind != "none":
         raise ValueError(f"{plan['checkpoint']}: not a GAN run, so --resume cannot add --gan {gcfg.kind}; start a "

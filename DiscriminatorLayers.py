@@ -8,7 +8,8 @@ Owns the networks that judge (L, ab) pairs, and their receptive field:
   * ``Critic``: the same trunk for the Wasserstein GAN with gradient penalty (Gulrajani et al. 2017).
     The penalty is taken per sample, so it has no BatchNorm (which mixes the samples of a batch):
     InstanceNorm (affine) instead. It gives one unbounded score per patch; the image's score is their mean.
-``receptive_field`` computes the input window one output sees from the layers themselves.
+Both start from pix2pix's initialisation (``init_weights``): conv weights N(0, 0.02), norm weights
+N(1, 0.02), biases 0. ``receptive_field`` computes the input window one output sees from the layers themselves.
 
 Inputs are the network's Lab units: L (B, 1, H, W) and ab (B, 2, H, W), both in [-1, 1].
 
@@ -36,6 +37,22 @@ def _trunk(in_channels: int, width: int, n_layers: int, norm: type[nn.Module]) -
     return layers
 
 
+def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
+    """pix2pix's "normal" initialisation, in place: conv weights N(0, gain), BatchNorm/InstanceNorm weights
+    N(1, gain), biases 0 (PyTorch's default Kaiming-uniform convs start D with larger, layer-dependent scales).
+    Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, gain)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, gain)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def _instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=True)
 
@@ -50,6 +67,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, width: int = 64, n_layers: int = 3, in_channels: int = 3) -> None:
         super().__init__()
         self.net = nn.Sequential(*_trunk(in_channels, width, n_layers, nn.BatchNorm2d))
+        init_weights(self)
 
     def forward(self, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat((L, ab), dim=1))
@@ -64,6 +82,7 @@ class Critic(nn.Module):
     def __init__(self, width: int = 64, n_layers: int = 3, in_channels: int = 3) -> None:
         super().__init__()
         self.net = nn.Sequential(*_trunk(in_channels, width, n_layers, _instance_norm))
+        init_weights(self)
 
     def forward(self, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat((L, ab), dim=1))

@@ -64,10 +64,6 @@ class DistContext:
         dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' fails clearly when there is none.

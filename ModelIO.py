@@ -5,7 +5,8 @@ Owns
   * ``decode_prediction``: the model's raw output -> ab in [-1, 1] (the one decoding path that
     training, evaluation, inference and export share);
   * ``autocast`` / ``amp_dtype``: the one mixed-precision policy (bf16 on CUDA, fp32 on CPU);
-  * checkpoints: self-contained, written atomically, read with ``weights_only=True``, and the
+  * checkpoints: self-contained, written atomically (a full disk is one ``DiskFullError`` line naming the
+    file), read with ``weights_only=True`` (a dict without the keys it needs is one line naming them), and the
     release precision policy (``release_state_dict``) that keeps in float32 whatever float16
     cannot hold (BatchNorm statistics of the VGG taps reach 1.6e6; float16 stops at 65504).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +177,62 @@ def save_checkpoint(path: Path, model: ColorizationModel, cfg: ModelConfig, *, o
     }
     if gan is not None:
         state["gan"] = gan
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    with disk_full_as_error(path):
+        atomic_write(Path(path), lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, tmp: str) -> None:
+    # Through a Python file object: a failed write then raises OSError with its errno (ENOSPC), where
+    # torch.save(state, filename) reports a bare "unexpected pos" RuntimeError from its zip writer.
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (ENOSPC, or EDQUOT: a quota); its message is one line naming the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, f"disk full while writing {path}")
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | Path):
+    """Turn an ENOSPC/EDQUOT OSError raised inside the block into ``DiskFullError(path)`` (other errors pass)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(path) from None
+
+
+# What every checkpoint must hold to be loaded, and what a training checkpoint must add to be resumed.
+MODEL_KEYS = ("model_config", "encoder", "decoder", "model_config.taps", "model_config.widths")
+RESUME_KEYS = ("optimizer", "scaler", "epoch", "best_metric")
+
+
+def missing_keys(ckpt: dict, keys: tuple[str, ...]) -> list[str]:
+    """The ``keys`` absent from ``ckpt``; "a.b" names key b of the dict under a."""
+    def has(d, dotted: str) -> bool:
+        for part in dotted.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return False
+            d = d[part]
+        return True
+    return [k for k in keys if not has(ckpt, k)]
+
+
+def require_keys(ckpt: dict, keys: tuple[str, ...], path: str | Path, what: str = "checkpoint") -> None:
+    """Raise ValueError (one line naming ``path`` and every missing key) unless ``ckpt`` holds all ``keys``."""
+    missing = missing_keys(ckpt, keys)
+    if missing:
+        raise ValueError(f"{path}: damaged or incomplete {what}, missing {', '.join(missing)}")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -189,11 +246,13 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{path}: not a colorizer checkpoint of format {CHECKPOINT_FORMAT}")
+    require_keys(ckpt, MODEL_KEYS, path)
     bad = nonfinite_tensors({"encoder": ckpt["encoder"], "decoder": ckpt["decoder"]})
     if bad:
         raise ValueError(f"{path}: damaged checkpoint, {len(bad)} tensor(s) hold NaN or inf "
                          f"(first: {bad[0]}); re-export it from its training checkpoint")
     ckpt.setdefault("progress", {})
+    ckpt.setdefault("extras", {})
     return ckpt
 
 
@@ -207,9 +266,13 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[Colorizatio
     cfg = model_config_from_dict(ckpt["model_config"])
     bins = ckpt.get("extras", {}).get("ab_bins")
     model = build_model(cfg, "none", None if bins is None else len(bins))
-    model.encoder.load_state_dict({k: v.float() for k, v in ckpt["encoder"].items()})
-    model.decoder.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                   for k, v in ckpt["decoder"].items()})
+    for part in ("encoder", "decoder"):
+        try:
+            getattr(model, part).load_state_dict({k: v.float() if v.is_floating_point() else v
+                                                  for k, v in ckpt[part].items()})
+        except RuntimeError as e:  # missing or extra tensors, or shapes that do not fit model_config
+            first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise ValueError(f"{path}: its {part} weights do not fit its model_config ({first[:200]})") from None
     ckpt["model_config"] = cfg
     return model.to(device).eval(), ckpt
 

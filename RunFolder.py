@@ -7,6 +7,8 @@ Owns what a run writes besides checkpoints, all atomically, and only on the main
     Wasserstein estimate beside it);
   * ``samples/epoch_NNN.png``: grey | prediction | truth on fixed validation images;
   * ``files.json``: the training and validation file lists, made once and reused on resume.
+A resumed run keeps one record per epoch its checkpoint has finished (``resume_log``), and a run
+removes the temporary files a killed run of this folder left behind (``remove_stale_temps``).
 
 Usage:
     run = RunFolder(Path("runs/my_run"), write=dist.is_main)
@@ -15,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,13 @@ import torch
 
 from FullResolution import recombine_L
 from Inference import hstack, vstack, write_image
-from ModelIO import atomic_write, autocast, decode_prediction
+from ModelIO import atomic_write, autocast, decode_prediction, disk_full_as_error
 from References import ModelConfig
+
+# atomic_write's temporary names (".<target>.<8 random characters>.tmp[.suffix]") for the files a run
+# writes: a killed run can leave one (a checkpoint's is as large as the checkpoint), nothing else matches.
+STALE_TEMP = re.compile(r"\.(last\.pt|best\.pt|metrics\.jsonl|loss\.png|files\.json|epoch_\d{3,}\.png)"
+                        r"\.[a-z0-9_]{8}\.tmp(\.png)?")
 
 
 class RunFolder:
@@ -37,25 +45,70 @@ class RunFolder:
         self.log: list[dict] = []
 
     def load_log(self) -> list[dict]:
-        """Read an existing metrics.jsonl (when resuming); returns the records."""
+        """Read an existing metrics.jsonl; returns the records. A last line cut short (a run killed while an
+        older version appended to it) is ignored; a damaged line before it is an error naming the line."""
+        self.log = []
         if self.metrics_path.exists():
-            self.log = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+            lines = self.metrics_path.read_text().splitlines()
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    self.log.append(json.loads(line))
+                except json.JSONDecodeError:
+                    if n < len(lines):
+                        raise ValueError(f"{self.metrics_path}: line {n} is not a JSON record") from None
+        return self.log
+
+    def resume_log(self, next_epoch: int) -> list[dict]:
+        """The log of a run resumed at ``next_epoch``: one record for each epoch before it, the last written.
+
+        A run killed after logging an epoch but before its checkpoint redoes that epoch; its record (or
+        an older duplicate) would otherwise appear twice. metrics.jsonl and loss.png are rewritten to match.
+        """
+        by_epoch = {r["epoch"]: r for r in self.load_log() if isinstance(r, dict) and "epoch" in r}
+        kept = [by_epoch[e] for e in sorted(by_epoch) if e < next_epoch]
+        changed = kept != self.log
+        self.log = kept
+        if changed:
+            self._write_log()
         return self.log
 
     def append_metrics(self, record: dict) -> None:
         """Add one epoch's record, rewrite metrics.jsonl and redraw loss.png."""
         self.log.append(record)
+        self._write_log()
+
+    def _write_log(self) -> None:
         if not self.write:
             return
         text = "".join(json.dumps(r) + "\n" for r in self.log)
-        atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
-        plot_curve(self.log, self.path / "loss.png")
+        with disk_full_as_error(self.metrics_path):
+            atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
+        if self.log:
+            plot_curve(self.log, self.path / "loss.png")
+        else:
+            (self.path / "loss.png").unlink(missing_ok=True)
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete the temporary files of this folder's writes (see ``STALE_TEMP``) that a killed run left; returns them.
+
+        Call before this run writes anything; only names matching our own pattern, in this folder and samples/.
+        """
+        if not self.write:
+            return []
+        stale = [f for d in (self.path, self.path / "samples") if d.is_dir() for f in d.iterdir()
+                 if f.is_file() and STALE_TEMP.fullmatch(f.name)]
+        for f in stale:
+            f.unlink(missing_ok=True)
+        return stale
 
     def save_listing(self, listing: dict[str, list[str]]) -> None:
         """Cache the file lists so a resume (or a later rank) does not list a million files again."""
         if self.write:
             text = json.dumps(listing)
-            atomic_write(self.files_path, lambda tmp: Path(tmp).write_text(text))
+            with disk_full_as_error(self.files_path):
+                atomic_write(self.files_path, lambda tmp: Path(tmp).write_text(text))
 
     def load_listing(self) -> dict[str, list[str]] | None:
         """The cached file lists, or None if this run has none yet."""
@@ -63,7 +116,9 @@ class RunFolder:
 
     def save_samples(self, epoch: int, grid: np.ndarray) -> None:
         if self.write:
-            write_image(self.path / "samples" / f"epoch_{epoch:03d}.png", grid)
+            path = self.path / "samples" / f"epoch_{epoch:03d}.png"
+            with disk_full_as_error(path):
+                write_image(path, grid)
 
 
 @torch.no_grad()
@@ -103,5 +158,8 @@ def plot_curve(log: list[dict], path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend()
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        with disk_full_as_error(path):
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)

@@ -1,10 +1,12 @@
 """The training engine: one loop for a CPU, a GPU, or many GPUs under torchrun.
 
 Owns the decoder's optimisation: the loss functions, the colour prior (class rebalancing),
-``train_one_epoch``, ``validate``, the cosine learning-rate schedule and ``fit``, which runs
-epochs with resumable checkpoints. The loop works on an explicit trainable part (the
-decoder, wrapped in DistributedDataParallel when there are several processes); the frozen
-encoder stays outside DDP. Only the main process prints and writes (RunFolder, checkpoints).
+``train_one_epoch``, ``validate``, the learning-rate schedule (linear warm-up by step, cosine
+decay by epoch; both stateless, so a resumed run continues on the same curve), AdamW without
+decay on biases and norm weights, and ``fit``, which runs epochs with resumable checkpoints and
+treats SIGTERM (docker stop, systemd) like Ctrl-C, so no write is left half done. The loop
+works on an explicit trainable part (the decoder, wrapped in DistributedDataParallel when there
+are several processes); the frozen encoder stays outside DDP. Only the main process prints and writes (RunFolder, checkpoints).
 
 Data order is a permutation seeded by (seed, epoch) and each item's augmentation is seeded
 by (seed, epoch, index) (LoadData), so a run resumes mid-epoch, on any number of processes,
@@ -16,8 +18,11 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +38,8 @@ from Adversarial import Adversary, gan_settings, gan_summary, optimizer_betas
 from DecoderLayers import ColorizationModel
 from Distributed import DistContext
 from LoadData import ColorizationDataset, EpochSampler, collate_skip, find_images, make_loader
-from ModelIO import amp_dtype, autocast, build_model, decode_prediction, load_checkpoint, load_generator, save_checkpoint
+from ModelIO import (RESUME_KEYS, amp_dtype, autocast, build_model, decode_prediction, load_checkpoint,
+                     load_generator, require_keys, save_checkpoint)
 from References import LAB, LOSSES, VERSION, GanConfig, ModelConfig, Paths, TrainConfig
 from RunFolder import RunFolder, sample_grid
 
@@ -63,9 +69,38 @@ def make_loss_fn(cfg: ModelConfig, tcfg: TrainConfig, bins: torch.Tensor | None,
     raise ValueError(f"unknown loss {cfg.loss!r}; choose from {LOSSES}")
 
 
-def lr_at(epoch: int, tcfg: TrainConfig) -> float:
-    """Cosine decay from ``tcfg.lr`` by epoch; stateless, so resuming needs nothing extra."""
-    return tcfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / tcfg.epochs))
+def lr_at(epoch: int, tcfg: TrainConfig, step: int | None = None) -> float:
+    """The learning rate of ``epoch`` (cosine decay from ``tcfg.lr``) for the optimizer step after ``step``
+    steps of the run (linear warm-up over the first ``tcfg.warmup_steps``; None: no warm-up factor).
+
+    Stateless: a run resumed from a checkpoint (which holds the epoch and the step count) follows
+    the curve the uninterrupted run would have.
+    """
+    lr = tcfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / tcfg.epochs))
+    if step is not None and tcfg.warmup_steps > 0:
+        lr *= min(1.0, (step + 1) / tcfg.warmup_steps)
+    return lr
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does.
+
+    The default SIGTERM action kills the process at once, leaving a checkpoint's temporary file
+    behind; as an exception it unwinds instead (atomic_write removes its temporary file, the
+    process group is left, Engine prints "interrupted"). No-op outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def split_files(paths: Paths, tcfg: TrainConfig) -> tuple[list[Path], list[Path]]:
@@ -260,6 +295,7 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
     """
     if plan["checkpoint"]:
         model, ckpt = load_checkpoint(plan["checkpoint"], dist.device)
+        require_keys(ckpt, RESUME_KEYS, plan["checkpoint"], "training checkpoint")
         if ckpt["model_config"].members > 1:
             raise ValueError(f"{plan['checkpoint']}: an ensemble of {ckpt['model_config'].members} decoders "
                              "assembled for release cannot be trained on; resume one of the runs it was made from, "
@@ -292,10 +328,27 @@ def wrap_trainable(model: ColorizationModel, tcfg: TrainConfig, dist: DistContex
     return trainable, torch.compile(forward) if tcfg.compile else forward
 
 
+def param_groups(module: nn.Module, weight_decay: float, decay_norms: bool) -> list[dict]:
+    """AdamW's parameter groups: weight decay on the conv/linear weights (2-D and up) only, none on biases
+    and norm weights (1-D), which set scales and offsets that decay would only pull towards 0. With
+    ``decay_norms``, one group decaying everything (the layout of runs before issue 23)."""
+    params = list(module.parameters())
+    if decay_norms:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.device, ckpt: dict | None,
                    betas: tuple[float, float] = (0.9, 0.999)) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler]:
-    """AdamW over the decoder and the loss scaler (enabled only for fp16), restored from ``ckpt`` if given."""
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=betas)
+    """AdamW over the decoder and the loss scaler (enabled only for fp16), restored from ``ckpt`` if given.
+
+    A resumed run keeps the group layout its checkpoint was saved with (one group: everything decayed).
+    """
+    saved = ckpt["optimizer"] if ckpt is not None else None
+    decay_norms = tcfg.decay_norms if saved is None else len(saved["param_groups"]) == 1
+    optimizer = torch.optim.AdamW(param_groups(model.decoder, tcfg.weight_decay, decay_norms), lr=tcfg.lr,
+                                  weight_decay=tcfg.weight_decay, betas=betas)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     if ckpt is not None and ckpt["optimizer"] is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -322,16 +375,27 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
 
     ``tcfg.batch_size`` is per process: the global batch is ``batch_size * world_size``. With
     ``gcfg.kind`` other than "none" the decoder is trained against a discriminator (Adversarial);
-    a resumed GAN run continues with the GAN settings stored in its checkpoint.
+    a resumed GAN run continues with the GAN settings stored in its checkpoint. SIGTERM raises
+    KeyboardInterrupt, as Ctrl-C does; a full disk raises ModelIO.DiskFullError (an OSError).
     """
+    with sigterm_as_interrupt():
+        return _fit(paths, cfg, tcfg, dist, run_name, resume, gcfg)
+
+
+def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, run_name: str | None,
+         resume: Path | None, gcfg: GanConfig) -> int:
     device, say = dist.device, (tqdm.write if dist.is_main else (lambda *_: None))
     seed_everything(tcfg.seed)
     plan = prepare_run(paths, tcfg, run_name, resume, dist)
     run = RunFolder(Path(plan["run_dir"]), write=dist.is_main)
+    stale = run.remove_stale_temps()
+    if stale:
+        say(f"removed {len(stale)} temporary file(s) an interrupted run left in {run.path}: "
+            f"{', '.join(f.name for f in stale[:3])}{' ...' if len(stale) > 3 else ''}")
     train_files, val_files = [Path(f) for f in plan["train"]], [Path(f) for f in plan["val"]]
     model, cfg, extras, progress, ckpt = load_or_build(plan, paths, cfg, tcfg, dist, train_files)
     if ckpt is not None:
-        run.load_log()
+        run.resume_log(progress.epoch)  # one record per finished epoch, whatever a killed run left
     bins = extras.get("ab_bins")
     weights = Quantization.class_weights(extras["ab_prior"], tcfg.rebalance) if bins is not None else None
     bins = bins.to(device) if bins is not None else None
@@ -367,12 +431,18 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
                             gan=adversary.state_dict() if adversary is not None else None)
 
     start_samples = progress.samples_done
-    steps_this_epoch = 0
+    steps_this_epoch, used_lr = 0, 0.0
+
+    def set_lr(epoch: int) -> None:  # for the next optimizer step
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch, tcfg, progress.global_step)
 
     def on_step() -> bool:
-        nonlocal steps_this_epoch
+        nonlocal steps_this_epoch, used_lr
         steps_this_epoch += 1
         progress.global_step += 1
+        used_lr = optimizer.param_groups[0]["lr"]  # by the step just taken (logged with the epoch)
+        set_lr(train_ds.epoch)
         progress.samples_done = min(len(train_ds), start_samples + steps_this_epoch * tcfg.batch_size * dist.world_size)
         if tcfg.save_every_steps and progress.global_step % tcfg.save_every_steps == 0:
             checkpoint("last.pt")
@@ -381,8 +451,7 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
     for epoch in range(progress.epoch, tcfg.epochs):
         if tcfg.max_steps and progress.global_step >= tcfg.max_steps:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch, tcfg)
+        set_lr(epoch)
         if adversary is not None:
             adversary.set_lr_scale(lr_at(epoch, tcfg) / tcfg.lr)
             adversary.reset_stats()
@@ -401,7 +470,7 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
         # Validation and samples run on the unwrapped model: DDP's forward is a collective, and the
         # processes hold different numbers of validation batches (and only rank 0 draws samples).
         ev = validate(model, val_loader, loss_fn, cfg, bins, device, dist)
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(totals[0] / max(totals[1], 1)),
+        record = {"epoch": epoch, "lr": used_lr, "train_loss": float(totals[0] / max(totals[1], 1)),
                   "images": int(totals[1]), "skipped": int(totals[2]), "seconds": tr["seconds"],
                   "data_seconds": tr["data_seconds"], "global_step": progress.global_step,
                   "val_loss": ev["val_loss"], "val_ab_mae": ev["val_ab_mae"], "val_skipped": ev["skipped"]}
@@ -413,9 +482,9 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
         is_best = ev["val_loss"] < progress.best
         progress.best = min(progress.best, ev["val_loss"])
         progress.epoch, progress.samples_done = epoch + 1, 0
-        checkpoint("last.pt")
-        if is_best:
+        if is_best:  # before last.pt: a run killed in between redoes the epoch and rewrites best.pt
             checkpoint("best.pt")
+        checkpoint("last.pt")
         wait = tr["data_seconds"] / max(tr["seconds"], 1e-9)
         say(f"epoch {epoch}: train {record['train_loss']:.4f}  val {ev['val_loss']:.4f}  "
             f"val |ab err| {ev['val_ab_mae']:.2f}  {gan_summary(record)}{tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"

@@ -64,14 +64,13 @@ def random_inception(tmp_path_factory):
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     path = tmp_path_factory.mktemp("inception") / "random_inception.pth"
-    real_load = fe.FeatureExtractorInceptionV3.load_state_dict
-    fe.load_state_dict_from_url = lambda *a, **k: None
-    fe.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd, *a, **k: None
-    try:
+    real = fe.load_state_dict_from_url, fe.FeatureExtractorInceptionV3.load_state_dict
+    with pytest.MonkeyPatch.context() as mp:  # undone on leaving, so no later test meets the stubs
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
         torch.manual_seed(0)
         net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    finally:
-        fe.FeatureExtractorInceptionV3.load_state_dict = real_load
+    assert (fe.load_state_dict_from_url, fe.FeatureExtractorInceptionV3.load_state_dict) == real
     for m in net.modules():  # He initialisation, so the activations neither vanish nor explode over 20 layers
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

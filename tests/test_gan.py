@@ -112,6 +112,29 @@ def test_a_discriminator_stuck_near_zero_loss_stops_the_run_with_advice():
         adversary.check_collapse(0.001)
 
 
+def test_the_collapse_guard_leaves_a_wgan_critic_alone():
+    """A critic's loss (-W + lambda_gp x penalty) is unbounded and near 0 whenever W is small: no signal of collapse."""
+    critic = Adversary(GanConfig(kind="wgan-gp", collapse_steps=3, d_width=8), TINY_CLS, None, single_process())
+    for _ in range(10):
+        critic.check_collapse(0.001)
+    assert critic.low_streak == 0
+
+
+@pytest.mark.parametrize("cls", [PatchDiscriminator, Critic])
+def test_discriminators_start_from_pix2pix_normal_initialisation(cls):
+    torch.manual_seed(0)
+    D = cls(width=64).requires_grad_(False)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in D.modules() if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d))]
+    assert len(convs) == 5 and len(norms) == 3
+    for m in convs:  # N(0, 0.02); PyTorch's default gives std 1/sqrt(3 x fan_in): 0.083 to 0.0064 here
+        assert abs(float(m.weight.mean())) < 0.005 and float(m.weight.std()) == pytest.approx(0.02, rel=0.15)
+        assert m.bias is None or not m.bias.any()
+    for m in norms:  # N(1, 0.02) scales, zero shifts
+        assert float(m.weight.mean()) == pytest.approx(1.0, abs=0.01) and float(m.weight.std()) == pytest.approx(0.02, rel=0.3)
+        assert not m.bias.any()
+
+
 def gan_args(photo_dir, runs, name, *extra):
     return ["--mode", "training", "--data-dir", str(photo_dir), "--image-size", "32", "--batch-size", "2",
             "--workers", "0", "--samples", "2", "--runs-dir", str(runs), "--run-name", name, "--device", "cpu",
@@ -180,3 +203,13 @@ def test_init_from_takes_a_resunet_warm_start_and_one_member_of_an_ensemble(tmp_
         load_generator(ens, CPU)
     member, source, _ = load_generator(ens, CPU, member=1)
     assert source["model_config"].members == 1 and source["model_config"].temperature == 0.38
+
+
+def test_a_gan_checkpoint_missing_the_discriminator_is_one_line_naming_it():
+    from Adversarial import gan_settings
+
+    state = Adversary(GanConfig(kind="patchgan", d_width=8), TINY_CLS, None, single_process()).state_dict()
+    del state["discriminator"]
+    with pytest.raises(ValueError, match=r"^runs/x/last\.pt: damaged or incomplete GAN checkpoint, missing "
+                                         r"gan\.discriminator$"):
+        gan_settings(GanConfig(), {"gan": state}, {"checkpoint": "runs/x/last.pt"})

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from conftest import real_photo
-from LoadData import (ColorizationDataset, ImageReadError, collate_skip, find_images, load_rgb, make_loader)
+from LoadData import (ColorizationDataset, ImageReadError, collate_skip, find_images, load_rgb, make_loader,
+                      normalize_lab, resize_to_square, rgb_to_lab, to_tensor)
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -80,9 +81,23 @@ def test_dataset_items_are_lab_in_range(photo_dir, train):
     assert item["ab"].abs().mean() > 0.01  # a colour photo has colour
 
 
-def test_validation_transform_is_deterministic(photo_dir):
-    ds = ColorizationDataset(find_images(photo_dir), image_size=48, train=False)
-    assert torch.equal(ds[1]["ab"], ds[1]["ab"])
+def test_validation_items_are_the_whole_image_resized_whatever_the_epoch_or_seed(photo_dir):
+    """No random crop or flip in validation: an item is the whole photo resized, the same in every epoch, for
+    every seed (the training items, drawn per (seed, epoch, index), do change)."""
+    files = find_images(photo_dir)
+    val = ColorizationDataset(files, image_size=48, train=False)
+    train = ColorizationDataset(files, image_size=48, train=True)
+    for i in (1, 4):
+        L, ab = normalize_lab(rgb_to_lab(resize_to_square(to_tensor(load_rgb(files[i])), 48)))
+        items = []
+        for epoch, seed in ((0, 0), (3, 0), (3, 7)):
+            val.epoch, val.seed = epoch, seed
+            items.append(val[i])
+        assert all(torch.equal(it["L"], L) and torch.equal(it["ab"], ab) for it in items)
+        train.epoch = 0
+        first = train[i]["ab"]
+        train.epoch = 3
+        assert not torch.equal(first, train[i]["ab"])  # the comparison can tell a random crop apart
 
 
 def test_unreadable_file_is_skipped_with_warning_and_counted(photo_dir, tmp_path):
