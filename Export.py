@@ -78,9 +78,9 @@ class ColorizerGraph(nn.Module):
         return decode_prediction(self.model(L), self.cfg, bins)
 
 
-def ab_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    """Max and mean |a - b| of two ab tensors in network units, reported in Lab units."""
-    d = (a.float() - b.float()).abs() * LAB.ab_scale
+def ab_difference(a, b) -> dict[str, float]:
+    """Max and mean |a - b| of two ab arrays (torch tensors or numpy, network units), reported in Lab units."""
+    d = (torch.as_tensor(a).float() - torch.as_tensor(b).float()).abs() * LAB.ab_scale
     return {"max": float(d.max()), "mean": float(d.mean())}
 
 

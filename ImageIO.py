@@ -51,10 +51,27 @@ class ImageTooLargeError(ImageReadError):
 
 
 class DiskFullError(OSError):
-    """The disk (or quota) filled up while writing an output; the message names the file."""
+    """A write failed for want of space (ENOSPC, or EDQUOT: a quota); its message is one line naming the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, f"disk full while writing {path}")
+        self.filename = str(path)
 
     def __str__(self) -> str:
-        return f"{self.filename}: disk full (no space left on the device), nothing written"
+        return self.strerror
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | Path):
+    """Turn an ENOSPC/EDQUOT OSError raised inside the block into ``DiskFullError(path)`` (other errors pass)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(path) from None
 
 
 MAX_ASPECT = 100  # longest side / shortest side: beyond it one row or column alone would dominate memory
@@ -231,12 +248,8 @@ def atomic_write(path: Path, write: Callable[[str], object], keep_suffix: bool =
                                dir=path.parent)
     os.close(fd)
     try:
-        try:
+        with disk_full_as_error(path):
             write(tmp)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(e.errno, "disk full", str(path)) from None
-            raise
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should look like any other file

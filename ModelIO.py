@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 import Quantization
 from DecoderLayers import ColorizationModel, Decoder, DecoderEnsemble
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
-from ImageIO import atomic_write
+from ImageIO import atomic_write, disk_full_as_error
 from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -186,30 +185,6 @@ def _torch_save(state: dict, tmp: str) -> None:
     # torch.save(state, filename) reports a bare "unexpected pos" RuntimeError from its zip writer.
     with open(tmp, "wb") as f:
         torch.save(state, f)
-
-
-class DiskFullError(OSError):
-    """A write failed for want of space (ENOSPC, or EDQUOT: a quota); its message is one line naming the file."""
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(errno.ENOSPC, f"disk full while writing {path}")
-        self.filename = str(path)
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-@contextlib.contextmanager
-def disk_full_as_error(path: str | Path):
-    """Turn an ENOSPC/EDQUOT OSError raised inside the block into ``DiskFullError(path)`` (other errors pass)."""
-    try:
-        yield
-    except DiskFullError:
-        raise
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise DiskFullError(path) from None
 
 
 # What every checkpoint must hold to be loaded, and what a training checkpoint must add to be resumed.

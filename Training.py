@@ -376,7 +376,7 @@ def fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, ru
     ``tcfg.batch_size`` is per process: the global batch is ``batch_size * world_size``. With
     ``gcfg.kind`` other than "none" the decoder is trained against a discriminator (Adversarial);
     a resumed GAN run continues with the GAN settings stored in its checkpoint. SIGTERM raises
-    KeyboardInterrupt, as Ctrl-C does; a full disk raises ModelIO.DiskFullError (an OSError).
+    KeyboardInterrupt, as Ctrl-C does; a full disk raises ImageIO.DiskFullError (an OSError).
     """
     with sigterm_as_interrupt():
         return _fit(paths, cfg, tcfg, dist, run_name, resume, gcfg)

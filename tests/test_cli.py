@@ -1,6 +1,5 @@
 """The command line end to end: Engine.main trains, resumes, and colourises from its own checkpoint."""
 import json
-import re
 
 import pytest
 import torch

@@ -157,7 +157,7 @@ def test_a_full_disk_is_named_and_stops_the_run(tmp_path, tiny_checkpoint, capsy
                       "--checkpoint", str(tiny_checkpoint)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(calls) == 1  # the second photo is not attempted
-    assert f"error: {tmp_path / 'out' / 'a.png'}: disk full (no space left on the device), nothing written" in err
+    assert f"error: disk full while writing {tmp_path / 'out' / 'a.png'}" in err
     assert not list((tmp_path / "out").iterdir())  # no temporary file left
 
 

@@ -18,7 +18,8 @@ import Engine
 import ModelIO
 from conftest import ROOT, TINY
 from Distributed import DistContext
-from ModelIO import DiskFullError, build_model, load_checkpoint, save_checkpoint
+from ImageIO import DiskFullError
+from ModelIO import build_model, load_checkpoint, save_checkpoint
 from References import Paths, TrainConfig
 from RunFolder import RunFolder
 from Training import fit, lr_at, make_optimizer
