@@ -159,7 +159,7 @@ class TrainConfig:
     # decays only conv/linear weights, the usual practice. A resumed run keeps its checkpoint's layout.
     decay_norms: bool = False
     # linear learning-rate warm-up over the first optimizer steps of a run (0 = none); 20 was neutral on
-    # val_scenes PSNR and lowered FD-VGG16 in two short fine-tunes (docs/hygiene.md)
+    # val_scenes PSNR and lowered FD-VGG16 in two short fine-tunes (docs/experiments.md)
     warmup_steps: int = 20
     seed: int = 0
     workers: int = 2

@@ -97,5 +97,5 @@ def test_readme_is_short_user_documentation():
 
 def test_model_card_shows_the_readme_figures():
     readme, card = model_table(README), model_table(ROOT / "docs" / "model-card.md")
-    assert {folder for _, folder in readme} == {"val", "val_scenes"} and len(readme) == 4, readme
+    assert {folder for _, folder in readme} == {"val", "val_scenes", "skimage_samples"} and len(readme) == 6, readme
     assert card == readme
