@@ -62,7 +62,7 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     g = ap.add_argument_group("serve")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     g.add_argument("--port", type=int, default=8000, help="TCP port")
-    g.add_argument("--threads", type=int, default=4, help="waitress worker threads")
+    g.add_argument("--threads", type=int, default=4, help="waitress worker threads (raised so that waiting uploads never take /healthz's)")
     g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
                    help="images decoded and colourised at once; bounds the server's memory (others wait)")
     g = ap.add_argument_group("export")
@@ -89,7 +89,10 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="multiplier on every decoder width (1 = the shipped decoder's widths)")
     g.add_argument("--epochs", type=int, default=t.epochs, help="total epochs (also when resuming)")
     g.add_argument("--lr", type=float, default=t.lr, help="AdamW peak learning rate (cosine decay by epoch)")
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay,
+                   help="AdamW weight decay on conv/linear weights (biases and norm weights are not decayed)")
+    g.add_argument("--warmup-steps", type=int, default=t.warmup_steps,
+                   help="linear learning-rate warm-up over the first N optimizer steps (0 = none); resumes continue it")
     g.add_argument("--crop-scale", type=float, default=t.crop_scale[0],
                    help="smallest random crop, as a fraction of the image area (augmentation)")
     g.add_argument("--seed", type=int, default=t.seed, help="random seed (data order and augmentation)")
@@ -145,5 +148,5 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         weight_decay=args.weight_decay, seed=args.seed, workers=TrainConfig().workers if args.workers is None
         else args.workers, max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
         crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
-        compile=args.compile, init_from=args.init_from, init_member=args.init_member)
+        compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member)
     return paths, cfg, tcfg

@@ -217,6 +217,8 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--batch-size must be at least 1 (got {args.batch_size})"
     if args.workers is not None and args.workers < (1 if args.mode == "inference" else 0):
         return f"--workers must be at least {1 if args.mode == 'inference' else 0} (got {args.workers})"
+    if args.warmup_steps < 0:
+        return f"--warmup-steps must be at least 0 (got {args.warmup_steps})"
     if args.n_critic < 1 or args.gan_pretrain_steps < 0 or args.lambda_adv < 0:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
