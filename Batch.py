@@ -11,18 +11,19 @@ Owns what ``python Engine.py --mode inference`` (and ``colorize``) does with its
 
 Usage:
     tasks = plan([Path("scans")], Path("results"), ".png")
-    report = run_tasks(open_model, tasks, Options(), workers=2)
+    report = run_workers(model_opener(Path("weights/colorizer.onnx"), "cpu", None), tasks, Options(), workers=2)
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import multiprocessing
 import signal
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ImageIO import find_images, is_video, split_videos
+from ImageIO import find_images, interrupt_on_sigterm, is_video, split_videos
 from Inference import Colorizer, Report, colorize_paths, plan_outputs
 from References import IMAGE_EXTENSIONS, VIDEO_OUTPUT
 
@@ -113,7 +114,8 @@ def run_tasks_here(colorizer: Colorizer, tasks: list[Task], opts: Options, suffi
 
 def skip_existing(tasks: list[Task]) -> tuple[list[Task], list[Path]]:
     """(the tasks still to do, the outputs already on disk)."""
-    return [t for t in tasks if not t.dst.exists()], [t.dst for t in tasks if t.dst.exists()]
+    done = {t.dst for t in tasks if t.dst.exists()}
+    return [t for t in tasks if t.dst not in done], [t.dst for t in tasks if t.dst in done]
 
 
 # ----------------------------------------------------------------------------- --workers N
@@ -121,19 +123,14 @@ def skip_existing(tasks: list[Task]) -> tuple[list[Task], list[Path]]:
 _worker: dict = {}
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _init_worker(open_model: Callable[[], Colorizer], opts: Options, suffix: str) -> None:
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated pool still removes its temp files
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)  # a terminated pool still removes its temp files
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _worker.update(colorizer=open_model(), opts=opts, suffix=suffix)
 
 
 def _work(task: Task) -> Report:
-    opts = _worker["opts"]
-    quiet = Options(opts.batch_size, opts.side_by_side, opts.max_pixels, opts.smoothing, opts.crf, progress=False)
+    quiet = dataclasses.replace(_worker["opts"], progress=False)
     return run_tasks_here(_worker["colorizer"], [task], quiet, _worker["suffix"])
 
 
@@ -180,7 +177,7 @@ def run_distributed(checkpoint_for: Callable[[str], Path], device_name: str, tem
         mine = shard(tasks, dist.rank, dist.world_size)
         checkpoint = checkpoint_for(str(dist.device))
         colorizer = Colorizer.from_checkpoint(checkpoint, dist.device, temperature)
-        local = run_tasks_here(colorizer, mine, Options(**{**opts.__dict__, "progress": opts.progress and dist.is_main}),
+        local = run_tasks_here(colorizer, mine, dataclasses.replace(opts, progress=opts.progress and dist.is_main),
                                suffix)
         total = Report()
         for r in dist.gather(local):

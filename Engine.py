@@ -15,10 +15,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -228,10 +226,6 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM (docker stop, systemd) cleans up exactly as Ctrl-C does
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv), pick the device once, run the mode. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -242,18 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    with contextlib.suppress(ValueError):  # only the main thread may set a handler (tests call main elsewhere)
-        signal.signal(signal.SIGTERM, _interrupt)
-    from ImageIO import ImageReadError, set_pixel_limit
+    from ImageIO import ImageReadError, set_pixel_limit, sigterm_as_interrupt
 
     try:
         paths, cfg, tcfg = configs_from_args(args)
         set_pixel_limit(args.max_megapixels)
-        if args.mode == "training":
-            return run_training(args, paths, cfg, tcfg)
-        if args.mode == "export":
-            return run_export(args, paths)
-        return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths)
+        with sigterm_as_interrupt():  # docker stop / systemd clean up exactly as Ctrl-C does
+            if args.mode == "training":
+                return run_training(args, paths, cfg, tcfg)
+            if args.mode == "export":
+                return run_export(args, paths)
+            return {"evaluate": run_evaluate, "serve": run_serve}.get(args.mode, run_inference)(args, paths)
     # What a user can cause gets one line (a missing file, a bad image, a full disk, a wrong option value).
     except (OSError, ImageReadError, *user_errors()) as e:  # OSError: a missing file, a busy port, a full disk
         print(f"error: {e}", file=sys.stderr)

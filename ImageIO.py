@@ -22,9 +22,11 @@ import contextlib
 import errno
 import os
 import re
+import signal
 import struct
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -234,6 +236,29 @@ def to_float(img: np.ndarray) -> np.ndarray:
 def as_rgb(img: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 3) -> (H, W, 3), greyscale repeated into the three channels."""
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def interrupt_on_sigterm(signum, frame) -> None:
+    """A SIGTERM handler: raise KeyboardInterrupt, so that SIGTERM unwinds as Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM (docker stop, systemd) raises KeyboardInterrupt in the main thread, as Ctrl-C does.
+
+    The default SIGTERM action kills the process at once, leaving an output's or a checkpoint's temporary
+    file behind; as an exception it unwinds instead (atomic_write removes its temporary file, the process
+    group is left, Engine prints "interrupted"). No-op outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def atomic_write(path: Path, write: Callable[[str], object], keep_suffix: bool = False) -> None:

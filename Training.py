@@ -18,11 +18,8 @@ Usage:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +34,7 @@ import Quantization
 from Adversarial import Adversary, gan_settings, gan_summary, optimizer_betas
 from DecoderLayers import ColorizationModel
 from Distributed import DistContext
+from ImageIO import sigterm_as_interrupt
 from LoadData import ColorizationDataset, EpochSampler, collate_skip, find_images, make_loader
 from ModelIO import (RESUME_KEYS, amp_dtype, autocast, build_model, decode_prediction, load_checkpoint,
                      load_generator, require_keys, save_checkpoint)
@@ -80,27 +78,6 @@ def lr_at(epoch: int, tcfg: TrainConfig, step: int | None = None) -> float:
     if step is not None and tcfg.warmup_steps > 0:
         lr *= min(1.0, (step + 1) / tcfg.warmup_steps)
     return lr
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """While inside, SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does.
-
-    The default SIGTERM action kills the process at once, leaving a checkpoint's temporary file
-    behind; as an exception it unwinds instead (atomic_write removes its temporary file, the
-    process group is left, Engine prints "interrupted"). No-op outside the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def split_files(paths: Paths, tcfg: TrainConfig) -> tuple[list[Path], list[Path]]:

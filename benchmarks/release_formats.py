@@ -17,7 +17,7 @@ created afresh; and how long a fresh interpreter takes to import numpy, cv2 and 
 
 Usage:
     python benchmarks/release_formats.py runs/my_run/last.pt
-    python benchmarks/release_formats.py weights/colorizer.pt --onnx weights/colorizer.onnx /tmp/float32.onnx
+    python benchmarks/release_formats.py weights/colorizer.pt --onnx weights/colorizer.onnx float32.onnx
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 bytes and then, for ``kind``:
   * ``hang``: create ``$TRAIN_WORKER_MARK`` and sleep, so the test can send a signal mid-write;
   * ``kill``: SIGKILL this process (what ``kill -9`` or the OOM killer does).
-Usage: TRAIN_WORKER_STOP=hang:2 TRAIN_WORKER_MARK=/tmp/m python tests/train_worker.py --mode training ...
+Usage: TRAIN_WORKER_STOP=hang:2 TRAIN_WORKER_MARK=stop.mark python tests/train_worker.py --mode training ...
 """
 import io
 import os
