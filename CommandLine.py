@@ -110,6 +110,13 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                         "fresh")
     g.add_argument("--init-member", type=int, default=None, metavar="N",
                    help="with an ensemble release as --init-from: which of its decoders to start from")
+    g.add_argument("--guided", action="store_true",
+                   help="train a decoder that also takes colour points and a reference photo (hints simulated from "
+                        "each crop's colours); with --init-from it starts as that model, its hint layers at zero")
+    g.add_argument("--hint-layers-only", action="store_true",
+                   help="with --guided: train only the hint layers, so automatic colour stays exactly as loaded")
+    g.add_argument("--hint-none", type=float, default=t.hint_none,
+                   help="with --guided: the share of crops trained with no colour points")
     add_gan_arguments(ap)
 
 
@@ -142,11 +149,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
         backbone_weights=args.backbone_weights)
     cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss,
-                              decoder=args.decoder)
+                              decoder=args.decoder, guided=args.guided)
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=TrainConfig().workers if args.workers is None
         else args.workers, max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
         crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
-        compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member)
+        compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member,
+        hint_layers_only=args.hint_layers_only, hint_none=args.hint_none)
     return paths, cfg, tcfg

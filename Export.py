@@ -24,19 +24,20 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from DecoderLayers import ColorizationModel, DecoderEnsemble
+from DecoderLayers import ColorizationModel, DecoderEnsemble, Hints
 
 from LoadData import find_images, load_rgb, normalize_lab, resize_to_square, rgb_to_lab, to_tensor
-from ModelIO import atomic_write, decode_prediction, load_checkpoint, nonfinite_tensors, save_checkpoint
+from ModelIO import atomic_write, decode_prediction, normalised_entropy, load_checkpoint, nonfinite_tensors, save_checkpoint
 from References import LAB, VERSION, ModelConfig, Paths
 
 # What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
-SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder")
+SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder", "guided")
 
 # Largest |ab| difference (Lab units, any pixel of the fixed batch) a release may show against its
 # source. float16 conv weights move the decoded ab by about 0.01-0.1 units on average; an overflowed
@@ -47,6 +48,8 @@ RELEASE_TOLERANCE = {"max": 2.0, "mean": 0.25}
 # ONNX Runtime computes in float32 like torch and float16 storage here is exact, so honest files
 # differ by far less than 0.01 units; anything near these bounds is a broken graph or a broken weight.
 ONNX_TOLERANCE = {"max": 0.5, "mean": 0.02}
+ENTROPY_TOLERANCE = 0.01  # largest difference of the normalised entropy (in [0, 1]) from torch's
+GRAPH_INPUTS = ("L", "hints", "global_hint")  # an ONNX export's inputs (the last two for guided models only)
 ONNX_WEIGHTS = ("float16", "float32")  # how export_onnx stores the initializers; see store_float16
 MIN_FLOAT16_ELEMENTS = 64  # a Cast node for a smaller tensor costs about what it saves
 
@@ -62,20 +65,55 @@ def reference_batch(size: int, folder: Path | None = None) -> torch.Tensor:
     return normalize_lab(rgb_to_lab(rgb))[0]
 
 
+def reference_hints(n: int, size: int, bins: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed synthetic hints for checking a guided export: (local (n, 3, size, size), global (n, bins + 1)).
+
+    Each image gets 12 patches of random colours (ab in [-0.6, 0.6] network units), and every other image a
+    random global distribution with its flag, so every hint input of the graph is exercised.
+    """
+    g = torch.Generator().manual_seed(seed)
+    local = torch.zeros(n, 3, size, size)
+    for i in range(n):
+        for _ in range(12):
+            s = int(torch.randint(1, 10, (1,), generator=g))
+            y, x = (int(v) for v in torch.randint(0, size - s, (2,), generator=g))
+            local[i, :2, y:y + s, x:x + s] = (torch.rand(2, 1, 1, generator=g) - 0.5) * 1.2
+            local[i, 2, y:y + s, x:x + s] = 1.0
+    glob = torch.zeros(n, bins + 1)
+    dist = torch.rand(n, bins, generator=g) ** 8
+    glob[::2, :-1] = (dist / dist.sum(dim=1, keepdim=True))[::2]
+    glob[::2, -1] = 1.0
+    return local, glob
+
+
 class ColorizerGraph(nn.Module):
     """The model and its decoding in one module: L (B, 1, H, W) in [-1, 1] -> ab (B, 2, h, w) in [-1, 1].
 
-    h, w = H, W for regression; H/2, W/2 (the logits' scale) for classification.
+    h, w = H, W for regression; H/2, W/2 (the logits' scale) for classification. A guided model also takes
+    ``hints`` (B, 3, H, W) and ``global_hint`` (B, Q + 1) (DecoderLayers.Hints); with ``entropy`` the graph
+    also returns the colour distribution's normalised entropy (B, 1, h, w) in [0, 1] (classification only).
     """
 
-    def __init__(self, model: nn.Module, cfg: ModelConfig, bins: torch.Tensor | None) -> None:
+    def __init__(self, model: nn.Module, cfg: ModelConfig, bins: torch.Tensor | None, entropy: bool = False) -> None:
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.entropy = model, cfg, entropy and cfg.loss == "classification"
         self.register_buffer("bins", bins if bins is not None else torch.zeros(0, 2), persistent=False)
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
+    def forward(self, L: torch.Tensor, hints: torch.Tensor | None = None,
+                global_hint: torch.Tensor | None = None):
         bins = self.bins if self.cfg.loss == "classification" else None
-        return decode_prediction(self.model(L), self.cfg, bins)
+        pred = self.model(L, None if hints is None else Hints(hints, global_hint))
+        ab = decode_prediction(pred, self.cfg, bins)
+        return (ab, normalised_entropy(pred)) if self.entropy else ab
+
+
+def graph_inputs(cfg: ModelConfig, L: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, ...]:
+    """The inputs an export is checked on: (L,) or, for a guided model, (L, hints, global_hint) for the batch twice,
+    first with no hints (all zero), then with ``reference_hints``."""
+    if not cfg.guided:
+        return (L,)
+    local, glob = reference_hints(len(L), L.shape[-1], n_bins)
+    return (torch.cat((L, L)), torch.cat((torch.zeros_like(local), local)), torch.cat((torch.zeros_like(glob), glob)))
 
 
 def ab_difference(a, b) -> dict[str, float]:
@@ -149,8 +187,8 @@ def export_release(source: Path | list[Path], output: Path, temperature: float |
     tolerance = tolerance or RELEASE_TOLERANCE
     model, cfg, extras, record = assemble(source, temperature)
     bins = extras.get("ab_bins")
-    L = reference_batch(cfg.image_size)
-    want = ColorizerGraph(model, cfg, bins)(L)
+    inputs = graph_inputs(cfg, reference_batch(cfg.image_size), 0 if bins is None else len(bins))
+    want = ColorizerGraph(model, cfg, bins)(*inputs)
     report: dict = {}
 
     def write_checked(tmp: str) -> None:
@@ -160,14 +198,14 @@ def export_release(source: Path | list[Path], output: Path, temperature: float |
         if bad:
             raise ExportError(f"{output}: {len(bad)} tensor(s) would not be finite (first: {bad[0]}); not written")
         released, _ = load_checkpoint(tmp, torch.device("cpu"))
-        report.update(ab_difference(ColorizerGraph(released, cfg, bins)(L), want))
+        report.update(ab_difference(ColorizerGraph(released, cfg, bins)(*inputs), want))
         check_within(report, tolerance, str(output))
         report["bytes"] = Path(tmp).stat().st_size
         report["float32_tensors"] = sorted(k for part in ("encoder", "decoder") for k, v in raw[part].items()
                                            if v.dtype == torch.float32)
 
     atomic_write(Path(output), write_checked)
-    report["images"] = len(L)
+    report["images"] = len(inputs[0])
     return report
 
 
@@ -210,8 +248,8 @@ def nonfinite_initializers(proto) -> list[str]:
     return [n for n, a in arrays if a.dtype.kind == "f" and not np.isfinite(a).all()]
 
 
-def onnx_proto(graph: nn.Module, L: torch.Tensor, opset: int):
-    """``graph`` traced on ``L`` by the dynamo exporter as an onnx.ModelProto: constants folded, BatchNorm kept.
+def onnx_proto(graph: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int):
+    """``graph`` traced on ``inputs`` (L, and a guided model's hints) by the dynamo exporter as an onnx.ModelProto: constants folded, BatchNorm kept.
 
     The exporter's own optimiser would also fold each BatchNorm into its convolution, which turns
     float16-exact conv weights into values only float32 holds; ONNX Runtime does that fusion
@@ -219,9 +257,13 @@ def onnx_proto(graph: nn.Module, L: torch.Tensor, opset: int):
     """
     from onnxscript import optimizer
 
-    program = torch.onnx.export(graph, (L[:2],), None, input_names=["L"], output_names=["ab"], opset_version=opset,
-                                dynamic_shapes={"L": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                                dynamo=True, optimize=False, verbose=False)
+    names = GRAPH_INPUTS[:len(inputs)]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    outputs = ["ab", "entropy"] if graph.entropy else ["ab"]
+    program = torch.onnx.export(graph, tuple(x[:2] for x in inputs), None, input_names=list(names),
+                                output_names=outputs, opset_version=opset,
+                                dynamic_shapes={n: {0: batch} for n in names}, dynamo=True, optimize=False,
+                                verbose=False)
     optimizer.fold_constants(program.model)
     optimizer.remove_unused_nodes(program.model)
     return program.model_proto
@@ -233,9 +275,11 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
     """Write the model of checkpoint ``source`` (or ``assemble``'s ensemble) with its ab decoding as ONNX.
 
     Input "L": (batch, 1, S, S) float32 in [-1, 1], S fixed to the working size
-    (``model_config.image_size``, which is all inference feeds it), batch dynamic. Output "ab":
-    (batch, 2, h, w) in [-1, 1]. Metadata: image_size, loss, temperature, members, weights,
-    version (of this package), source. ``weights="float16"`` stores the initializers float16
+    (``model_config.image_size``, which is all inference feeds it), batch dynamic; a guided model also takes
+    "hints" (batch, 3, S, S) and "global_hint" (batch, Q + 1) (DecoderLayers.Hints; zeros = none). Outputs
+    "ab": (batch, 2, h, w) in [-1, 1] and, for classification, "entropy" (batch, 1, h, w) in [0, 1]
+    (``normalised_entropy``). Metadata: image_size, loss, temperature, members, guided, ab_bins (JSON, Lab
+    units), weights, version (of this package), source. ``weights="float16"`` stores the initializers float16
     holds exactly in float16 (``store_float16``; half the size for a release .pt), "float32" all
     in float32. The file is written under a temporary name, refused (ExportError, nothing left
     behind) if an initializer is not finite or ONNX Runtime's CPU output on the reference batch
@@ -250,13 +294,17 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
     tolerance = tolerance or ONNX_TOLERANCE
     model, cfg, extras, _ = assemble(source, temperature)
     names = " + ".join(Path(s).name for s in (source if isinstance(source, list) else [source]))
-    graph = ColorizerGraph(model, cfg, extras.get("ab_bins")).eval()
-    L = reference_batch(cfg.image_size)
-    want = graph(L)
-    proto = onnx_proto(graph, L, opset)
+    bins = extras.get("ab_bins")
+    graph = ColorizerGraph(model, cfg, bins, entropy=True).eval()
+    inputs = graph_inputs(cfg, reference_batch(cfg.image_size), 0 if bins is None else len(bins))
+    want = graph(*inputs)
+    want_ab, want_entropy = want if graph.entropy else (want, None)
+    proto = onnx_proto(graph, inputs, opset)
     report: dict = store_float16(proto) if weights == "float16" else {}
+    bins_json = json.dumps([[round(float(v), 4) for v in row] for row in bins]) if bins is not None else "[]"
     for key, value in (("image_size", cfg.image_size), ("loss", cfg.loss), ("temperature", cfg.temperature),
-                       ("members", cfg.members), ("weights", weights), ("version", VERSION), ("source", names)):
+                       ("members", cfg.members), ("guided", int(cfg.guided)), ("ab_bins", bins_json),
+                       ("weights", weights), ("version", VERSION), ("source", names)):
         proto.metadata_props.add(key=key, value=str(value))
 
     def write(tmp: str) -> None:
@@ -266,12 +314,18 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
         if bad:
             raise ExportError(f"{output}: {len(bad)} initializer(s) would not be finite (first: {bad[0]}); not written")
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
-        report.update(ab_difference(torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0]), want))
+        got = session.run(None, {n: x.numpy() for n, x in zip(GRAPH_INPUTS, inputs)})
+        report.update(ab_difference(torch.from_numpy(got[0]), want_ab))
         check_within(report, tolerance, str(output))
+        if want_entropy is not None:
+            report["entropy_max"] = float((torch.from_numpy(got[1]) - want_entropy).abs().max())
+            if not report["entropy_max"] <= ENTROPY_TOLERANCE:
+                raise ExportError(f"{output}: its entropy output differs from the source checkpoint's by "
+                                  f"{report['entropy_max']:.4f} (> {ENTROPY_TOLERANCE}); not written")
         report["bytes"] = Path(tmp).stat().st_size
 
     atomic_write(Path(output), write)
-    report["images"] = len(L)
+    report["images"] = len(inputs[0])
     return report
 
 

@@ -236,6 +236,9 @@ def collate_skip(items: list[dict | None]) -> dict:
         out["L"] = torch.stack([it["L"] for it in good])
         out["ab"] = torch.stack([it["ab"] for it in good])
         out["index"] = torch.tensor([it["index"] for it in good])
+        for key in ("hints", "global_hint"):  # a guided run's simulated hints (HintSampling)
+            if key in good[0]:
+                out[key] = torch.stack([it[key] for it in good])
     return out
 
 

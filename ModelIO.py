@@ -30,6 +30,7 @@ from torch import nn
 import Quantization
 from DecoderLayers import ColorizationModel, Decoder, DecoderEnsemble
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
+from HintSampling import HINT_LAYERS
 from ImageIO import atomic_write, disk_full_as_error
 from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 
@@ -49,8 +50,8 @@ def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | Non
     out = 2
     if cfg.loss == "classification":
         out = n_bins or Quantization.num_bins(cfg.ab_grid)
-    decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out, block=cfg.decoder)
-                for _ in range(cfg.members)]
+    decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out, block=cfg.decoder,
+                        guided=cfg.guided) for _ in range(cfg.members)]
     return ColorizationModel(encoder, decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders))
 
 
@@ -70,6 +71,13 @@ def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor |
     if size is not None:
         ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
     return ab
+
+
+def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Classification logits (B, Q, h, w) -> the entropy of their colour distribution over log Q, (B, 1, h, w) in
+    [0, 1]: 0 where the model is sure of one colour, 1 where every colour is as likely."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1, keepdim=True) / float(torch.log(torch.tensor(float(logits.shape[1]))))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -252,12 +260,17 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[Colorizatio
     return model.to(device).eval(), ckpt
 
 
-def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfig, ColorizationModel]:
-    """A .pt checkpoint as Inference.Colorizer's predictor: (predict(L, temperature) -> ab, config, model).
+def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfig, ColorizationModel, object]:
+    """A .pt checkpoint as Inference.Colorizer's predictor: (predict, config, model, ab bins (Q, 2) numpy or None).
 
-    ``predict`` takes L (B, 1, S, S) float32 numpy in [-1, 1] and returns ab (B, 2, h, w) float32 numpy in
-    [-1, 1], run on ``device`` ("cpu", "cuda", "cuda:1") under the one autocast context.
+    ``predict(L, temperature, hints=None, global_hint=None)`` takes L (B, 1, S, S) float32 numpy in [-1, 1] (and
+    a guided model's hint inputs, DecoderLayers.Hints) and returns (ab (B, 2, h, w) float32 numpy in [-1, 1],
+    the normalised entropy (B, 1, h, w) in [0, 1] or None for regression), run on ``device`` ("cpu", "cuda",
+    "cuda:1") under the one autocast context.
     """
+    from DecoderLayers import Hints
+    from Hints import no_hints_error
+
     dev = torch.device(device)
     model, ckpt = load_checkpoint(path, dev)
     cfg = ckpt["model_config"]
@@ -267,23 +280,34 @@ def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfi
     bins = None if bins is None else bins.to(dev)
 
     @torch.inference_mode()
-    def predict(L, t: float | None):
+    def predict(L, t: float | None, hints=None, global_hint=None):
         x = torch.from_numpy(L).to(dev)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        h = None
+        if hints is not None or global_hint is not None:
+            if not cfg.guided:
+                raise no_hints_error(Path(path).name)
+            n, s = len(L), L.shape[-1]
+            local = torch.zeros(n, 3, s, s) if hints is None else torch.from_numpy(hints)
+            glob = torch.zeros(n, len(bins) + 1) if global_hint is None else torch.from_numpy(global_hint)
+            h = Hints(local.to(dev), glob.to(dev))
         with autocast(dev):
-            pred = model(x)
-        return decode_prediction(pred, cfg, bins, t).cpu().numpy()
-    return predict, cfg, model
+            pred = model(x, h)
+        ab = decode_prediction(pred, cfg, bins, t).cpu().numpy()
+        ent = normalised_entropy(pred).cpu().numpy() if cfg.loss == "classification" else None
+        return ab, ent
+    return predict, cfg, model, None if bins is None else bins.cpu().numpy()
 
 
 def load_generator(path: str | Path, device: torch.device, decoder: str | None = None,
-                   member: int | None = None) -> tuple[ColorizationModel, dict, str]:
+                   member: int | None = None, guided: bool = False) -> tuple[ColorizationModel, dict, str]:
     """A trained model to start a new run from (``--init-from``): its encoder, decoder, config and ab bins.
 
     ``member`` picks one decoder of an ensemble release (required for one: a run trains one decoder).
     ``decoder`` ("unet" or "resunet") may differ from the source's: tensors whose name and shape
-    match are copied and the rest start fresh (a new ResBlock starts as the identity).
+    match are copied and the rest start fresh (a new ResBlock starts as the identity). ``guided`` adds the hint
+    layers to an unguided source (they start at zero, so the model starts as the source).
     Returns (model on ``device``, {"model_config", "extras"}, a one-line account of what was copied).
     """
     src, ckpt = load_checkpoint(path, device)
@@ -298,7 +322,7 @@ def load_generator(path: str | Path, device: torch.device, decoder: str | None =
                                                                        temperature=ModelConfig().temperature)
     elif member is not None:
         raise ValueError(f"{path}: --init-member applies to ensemble releases; this file holds one decoder")
-    cfg = dataclasses.replace(cfg, decoder=decoder or cfg.decoder)
+    cfg = dataclasses.replace(cfg, decoder=decoder or cfg.decoder, guided=cfg.guided or guided)
     bins = ckpt["extras"].get("ab_bins")
     model = build_model(cfg, "none", None if bins is None else len(bins))
     model.encoder.load_state_dict(src.encoder.state_dict())
@@ -306,7 +330,7 @@ def load_generator(path: str | Path, device: torch.device, decoder: str | None =
     same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     model.decoder.load_state_dict(same, strict=False)
     fresh = sorted(k for k in mine if k not in same)
-    if fresh and cfg.decoder == ckpt["model_config"].decoder:
+    if any(not k.startswith(HINT_LAYERS) for k in fresh) and cfg.decoder == ckpt["model_config"].decoder:
         raise ValueError(f"{path}: its decoder does not match this one ({fresh[0]} and {len(fresh) - 1} more differ)")
     note = f"copied {len(same)} of {len(mine)} decoder tensors from {path}" + (
         f" (new: {len(fresh)}, in {', '.join(sorted({k.rsplit('.', 3)[0] for k in fresh})[:4])})" if fresh else "")

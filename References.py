@@ -140,6 +140,8 @@ class ModelConfig:
     # decoders on the one frozen encoder whose colour distributions are multiplied (a product of
     # experts); > 1 only in release files assembled from trained runs by Export.export_release
     members: int = 1
+    # the decoder also takes colour points and a reference photo's colours (DecoderLayers.Hints; --guided)
+    guided: bool = False
 
     def scaled(self, width: float) -> "ModelConfig":
         """This config with every decoder width (and the global width) multiplied by ``width``."""
@@ -179,6 +181,17 @@ class TrainConfig:
     # init_member picks one decoder of an ensemble release
     init_from: str | None = None
     init_member: int | None = None
+    # guided runs (ModelConfig.guided): hints simulated from each crop's own colours (HintSampling). The share
+    # of crops with no points, the geometric law of the number of points (Zhang et al. 2017: p = 1/8), the
+    # patch sides in working pixels, and the shares of crops whose global hint is the crop's own colours,
+    # another window of the crop, or none (the rest)
+    hint_none: float = 0.5
+    hint_p: float = 0.125
+    hint_max_patch: int = 9
+    hint_global_self: float = 0.25
+    hint_global_window: float = 0.25
+    # train only the hint layers (the unguided decoder stays exactly as loaded) instead of the whole decoder
+    hint_layers_only: bool = False
 
 
 @dataclass(frozen=True)

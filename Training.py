@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 
 import Quantization
 from Adversarial import Adversary, gan_settings, gan_summary, optimizer_betas
-from DecoderLayers import ColorizationModel
+from DecoderLayers import ColorizationModel, Hints
 from Distributed import DistContext
 from ImageIO import sigterm_as_interrupt
 from LoadData import ColorizationDataset, EpochSampler, collate_skip, find_images, make_loader
+from HintSampling import HINT_LAYERS, GuidedDataset
 from ModelIO import (RESUME_KEYS, amp_dtype, autocast, build_model, decode_prediction, load_checkpoint,
                      load_generator, require_keys, save_checkpoint)
 from References import LAB, LOSSES, VERSION, GanConfig, ModelConfig, Paths, TrainConfig
@@ -142,9 +143,10 @@ def train_one_epoch(forward: nn.Module, trainable: nn.Module, loader, optimizer:
         L, ab = batch["L"].to(device, non_blocking=True), batch["ab"].to(device, non_blocking=True)
         if device.type == "cuda":
             L = L.contiguous(memory_format=torch.channels_last)
+        hints = batch_hints(batch, device)
         update = adversary is None or adversary.generator_turn()
         with torch.set_grad_enabled(update), autocast(device):
-            pred = forward(L)
+            pred = forward(L, hints)
             pixel_loss = loss = loss_fn(pred, ab)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch}: loss is {loss.item()}; stopping (last.pt is from before)")
@@ -169,6 +171,13 @@ def train_one_epoch(forward: nn.Module, trainable: nn.Module, loader, optimizer:
             "seconds": time.perf_counter() - t0, "data_seconds": waited, "stopped": stopped}
 
 
+def batch_hints(batch: dict, device: torch.device) -> Hints | None:
+    """A guided run's simulated hints for the model (GuidedDataset), or None."""
+    if "hints" not in batch:
+        return None
+    return Hints(batch["hints"].to(device, non_blocking=True), batch["global_hint"].to(device, non_blocking=True))
+
+
 @torch.no_grad()
 def validate(model: nn.Module, loader, loss_fn, cfg: ModelConfig, bins: torch.Tensor | None,
              device: torch.device, dist: DistContext) -> dict:
@@ -186,7 +195,7 @@ def validate(model: nn.Module, loader, loss_fn, cfg: ModelConfig, bins: torch.Te
             continue
         L, ab = batch["L"].to(device), batch["ab"].to(device)
         with autocast(device):
-            pred = model(L)
+            pred = model(L, batch_hints(batch, device))
         ab_pred = decode_prediction(pred, cfg, bins, size=ab.shape[-2:])
         sums[0] += loss_fn(pred, ab).item() * len(L)
         sums[1] += (ab_pred - ab).abs().mean(dim=(1, 2, 3)).sum().item() * LAB.ab_scale
@@ -279,7 +288,8 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
                              "or start a new run from one member with --init-from FILE --init-member N")
         return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
     if tcfg.init_from:
-        model, source, note = load_generator(tcfg.init_from, dist.device, cfg.decoder, tcfg.init_member)
+        model, source, note = load_generator(tcfg.init_from, dist.device, cfg.decoder, tcfg.init_member,
+                                             cfg.guided)
         if dist.is_main:
             tqdm.write(note)
         # the working size is the command line's: a generator may be fine-tuned at another resolution
@@ -309,7 +319,7 @@ def param_groups(module: nn.Module, weight_decay: float, decay_norms: bool) -> l
     """AdamW's parameter groups: weight decay on the conv/linear weights (2-D and up) only, none on biases
     and norm weights (1-D), which set scales and offsets that decay would only pull towards 0. With
     ``decay_norms``, one group decaying everything (the layout of runs before issue 23)."""
-    params = list(module.parameters())
+    params = [p for p in module.parameters() if p.requires_grad]  # not a frozen base (--hint-layers-only)
     if decay_norms:
         return [{"params": params, "weight_decay": weight_decay}]
     return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
@@ -334,10 +344,26 @@ def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.de
     return optimizer, scaler
 
 
-def validation_data(val_files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext):
-    """(this process's validation loader, or None for an empty share; the sample batch, on rank 0 only)."""
+def freeze_base(decoder: nn.Module) -> None:
+    """--hint-layers-only: only the hint layers train; the rest of the decoder, BatchNorm statistics included,
+    stays exactly as loaded, so automatic colour cannot change."""
+    for name, p in decoder.named_parameters():
+        p.requires_grad_(name.startswith(HINT_LAYERS))
+    decoder.frozen_base = True
+
+
+def validation_data(val_files: list[Path], cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext,
+                    bins: torch.Tensor | None = None):
+    """(this process's validation loader, or None for an empty share; the sample batch, on rank 0 only).
+
+    With ``bins`` (a guided run) the items carry hints: always some points, and a global hint half the time,
+    seeded by the item alone, so every epoch is scored on the same hints.
+    """
     mine = val_files[dist.rank::dist.world_size]
-    loader = make_loader(ColorizationDataset(mine, cfg.image_size, train=False), tcfg.batch_size, shuffle=False,
+    ds = ColorizationDataset(mine, cfg.image_size, train=False) if mine else None
+    if ds is not None and bins is not None:
+        ds = GuidedDataset(ds, bins, replace(tcfg, hint_none=0.0, hint_global_self=0.5, hint_global_window=0.0))
+    loader = make_loader(ds, tcfg.batch_size, shuffle=False,
                          workers=tcfg.workers, pin_memory=dist.device.type == "cuda") if mine else None
     samples = None
     if dist.is_main:
@@ -384,8 +410,13 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
     adversary = Adversary(gcfg, cfg, bins, dist, gan_state) if gan else None
     pin = device.type == "cuda"
     train_ds = ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale, seed=tcfg.seed)
+    if cfg.guided:
+        train_ds = GuidedDataset(train_ds, extras["ab_bins"], tcfg)
+        if tcfg.hint_layers_only:
+            freeze_base(model.decoder)
     sampler = EpochSampler(len(train_ds), dist.rank, dist.world_size, seed=tcfg.seed)
     val_loader, samples = validation_data(val_files, cfg, tcfg, dist)
+    hinted_loader = validation_data(val_files, cfg, tcfg, dist, extras["ab_bins"])[0] if cfg.guided else None
     config = {"model": cfg, "train": tcfg, "gan": gcfg, "paths": paths, "device": str(device),
               "world_size": dist.world_size, "version": VERSION}
     n_params = sum(p.numel() for p in model.decoder.parameters())
@@ -447,24 +478,30 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
         # Validation and samples run on the unwrapped model: DDP's forward is a collective, and the
         # processes hold different numbers of validation batches (and only rank 0 draws samples).
         ev = validate(model, val_loader, loss_fn, cfg, bins, device, dist)
+        hinted = validate(model, hinted_loader, loss_fn, cfg, bins, device, dist) if cfg.guided else None
         record = {"epoch": epoch, "lr": used_lr, "train_loss": float(totals[0] / max(totals[1], 1)),
                   "images": int(totals[1]), "skipped": int(totals[2]), "seconds": tr["seconds"],
                   "data_seconds": tr["data_seconds"], "global_step": progress.global_step,
                   "val_loss": ev["val_loss"], "val_ab_mae": ev["val_ab_mae"], "val_skipped": ev["skipped"]}
+        if hinted is not None:
+            record.update(val_hinted_loss=hinted["val_loss"], val_hinted_ab_mae=hinted["val_ab_mae"])
         if adversary is not None:
             record.update(adversary.epoch_stats(dist.all_reduce_sum))
         run.append_metrics(record)
         if dist.is_main:
             run.save_samples(epoch, sample_grid(model, samples, cfg, bins, device))
-        is_best = ev["val_loss"] < progress.best
-        progress.best = min(progress.best, ev["val_loss"])
+        # a guided model is judged with and without hints alike
+        metric = ev["val_loss"] if hinted is None else (ev["val_loss"] + hinted["val_loss"]) / 2
+        is_best = metric < progress.best
+        progress.best = min(progress.best, metric)
         progress.epoch, progress.samples_done = epoch + 1, 0
         if is_best:  # before last.pt: a run killed in between redoes the epoch and rewrites best.pt
             checkpoint("best.pt")
         checkpoint("last.pt")
         wait = tr["data_seconds"] / max(tr["seconds"], 1e-9)
+        with_hints = f"with hints {hinted['val_ab_mae']:.2f}  " if hinted else ""
         say(f"epoch {epoch}: train {record['train_loss']:.4f}  val {ev['val_loss']:.4f}  "
-            f"val |ab err| {ev['val_ab_mae']:.2f}  {gan_summary(record)}{tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"
+            f"val |ab err| {ev['val_ab_mae']:.2f}  {with_hints}{gan_summary(record)}{tr['seconds']:.0f}s ({100 * wait:.0f}% waiting for data"
             f"{': input-bound, add --workers' if wait > 0.3 else ''})  skipped {record['skipped'] + ev['skipped']}"
             f"{'  *best*' if is_best else ''}")
     say(f"done: best val loss {progress.best:.4f}; checkpoints in {run.path}")
