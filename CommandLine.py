@@ -117,6 +117,10 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="with --guided: train only the hint layers, so automatic colour stays exactly as loaded")
     g.add_argument("--hint-none", type=float, default=t.hint_none,
                    help="with --guided: the share of crops trained with no colour points")
+    g.add_argument("--hint-p", type=float, default=t.hint_p,
+                   help="with --guided: the number of points per crop is geometric with this p (mean 1/p)")
+    g.add_argument("--hint-features", action="store_true",
+                   help="with --guided: the point layers also see the image features at each scale")
     add_gan_arguments(ap)
 
 
@@ -149,12 +153,13 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         runs_dir=Path(args.runs_dir), results_dir=Path(args.output) if args.output else Paths().results_dir,
         backbone_weights=args.backbone_weights)
     cfg = dataclasses.replace(ModelConfig().scaled(args.decoder_width), image_size=args.image_size, loss=args.loss,
-                              decoder=args.decoder, guided=args.guided)
+                              decoder=args.decoder, guided=args.guided,
+                              hint_features=args.hint_features)
     tcfg = dataclasses.replace(
         TrainConfig(), epochs=args.epochs, batch_size=args.batch_size or TrainConfig().batch_size, lr=args.lr,
         weight_decay=args.weight_decay, seed=args.seed, workers=TrainConfig().workers if args.workers is None
         else args.workers, max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
         crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
         compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member,
-        hint_layers_only=args.hint_layers_only, hint_none=args.hint_none)
+        hint_layers_only=args.hint_layers_only, hint_none=args.hint_none, hint_p=args.hint_p)
     return paths, cfg, tcfg

@@ -85,21 +85,30 @@ class HintBranch(nn.Module):
 
     Each cell sees the mean hinted ab inside it, whether it holds a hint, and the hinted fraction. No bias
     anywhere and a zero last layer: no hint gives exactly 0, and training starts from the unguided model.
+    With ``features`` the branch also sees the skip's image features (so a point's colour can follow an
+    object's edges); its output is then multiplied by "this image has points", which keeps an image without
+    points exactly at the unguided model's colours.
     """
 
-    def __init__(self, width: int, hidden: int = 48) -> None:
+    def __init__(self, width: int, hidden: int = 48, features: bool = False) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(4, hidden, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, width, 1, bias=False))
         nn.init.zeros_(self.net[-1].weight)
+        self.see = nn.Conv2d(width, hidden, 1, bias=False) if features else None
 
-    def forward(self, local: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, local: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        size = skip.shape[-2:]
         k = (local.shape[-2] // size[0], local.shape[-1] // size[1])
         pooled = F.avg_pool2d(local, k) if k != (1, 1) else local
         m = pooled[:, 2:3]
         ab = pooled[:, :2] / m.clamp_min(1e-6)  # mean hinted ab of the cell, 0 where none
-        return self.net(torch.cat((ab, (m > 0).to(m.dtype), m), dim=1))
+        x = self.net[0](torch.cat((ab, (m > 0).to(m.dtype), m), dim=1))
+        if self.see is None:
+            return self.net[2:](self.net[1](x))
+        x = self.net[2:](F.relu(x + self.see(skip)))
+        return x * (local[:, 2:3].amax(dim=(2, 3), keepdim=True) > 0).to(x.dtype)
 
 
 class GlobalHint(nn.Module):
@@ -161,7 +170,8 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, taps: tuple[str, ...], widths: dict[str, int], global_width: int = 256,
-                 out_channels: int = 2, block: str = "unet", guided: bool = False) -> None:
+                 out_channels: int = 2, block: str = "unet", guided: bool = False,
+                 hint_features: bool = False) -> None:
         super().__init__()
         if block not in DECODERS:
             raise ValueError(f"unknown decoder {block!r}; choose from {DECODERS}")
@@ -184,7 +194,8 @@ class Decoder(nn.Module):
         self.guided = guided
         self.frozen_base = False  # Training.freeze_base: only the hint layers train, BatchNorm keeps its statistics
         if guided:
-            self.hint_branches = nn.ModuleList(HintBranch(widths[t]) for t in self.taps)
+            self.hint_branches = nn.ModuleList(HintBranch(widths[t], 64 if hint_features else 48, hint_features)
+                                               for t in self.taps)
             self.global_hint = GlobalHint(out_channels, widths[deep])
 
     def train(self, mode: bool = True) -> "Decoder":
@@ -203,7 +214,7 @@ class Decoder(nn.Module):
             if not self.guided:
                 raise ValueError("this model takes no hints (it was trained without them)")
             local = hints.local.to(skips[0].dtype)
-            skips = [s + branch(local, s.shape[-2:]) for s, branch in zip(skips, self.hint_branches)]
+            skips = [s + branch(local, s) for s, branch in zip(skips, self.hint_branches)]
             vector, shift = self.global_hint(hints.global_.to(context.dtype))
             context = context + vector
         x = self.bottom(skips[-1] + context)

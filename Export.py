@@ -37,7 +37,7 @@ from ModelIO import atomic_write, decode_prediction, normalised_entropy, load_ch
 from References import LAB, VERSION, ModelConfig, Paths
 
 # What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
-SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder", "guided")
+SHARED_CONFIG = ("image_size", "taps", "widths", "global_width", "loss", "ab_grid", "members", "decoder", "guided", "hint_features")
 
 # Largest |ab| difference (Lab units, any pixel of the fixed batch) a release may show against its
 # source. float16 conv weights move the decoded ab by about 0.01-0.1 units on average; an overflowed

@@ -51,7 +51,7 @@ def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | Non
     if cfg.loss == "classification":
         out = n_bins or Quantization.num_bins(cfg.ab_grid)
     decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out, block=cfg.decoder,
-                        guided=cfg.guided) for _ in range(cfg.members)]
+                        guided=cfg.guided, hint_features=cfg.hint_features) for _ in range(cfg.members)]
     return ColorizationModel(encoder, decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders))
 
 
@@ -301,7 +301,8 @@ def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfi
 
 
 def load_generator(path: str | Path, device: torch.device, decoder: str | None = None,
-                   member: int | None = None, guided: bool = False) -> tuple[ColorizationModel, dict, str]:
+                   member: int | None = None, guided: bool = False,
+                   hint_features: bool = False) -> tuple[ColorizationModel, dict, str]:
     """A trained model to start a new run from (``--init-from``): its encoder, decoder, config and ab bins.
 
     ``member`` picks one decoder of an ensemble release (required for one: a run trains one decoder).
@@ -322,7 +323,9 @@ def load_generator(path: str | Path, device: torch.device, decoder: str | None =
                                                                        temperature=ModelConfig().temperature)
     elif member is not None:
         raise ValueError(f"{path}: --init-member applies to ensemble releases; this file holds one decoder")
-    cfg = dataclasses.replace(cfg, decoder=decoder or cfg.decoder, guided=cfg.guided or guided)
+    if not cfg.guided and guided:  # new hint layers, of the kind asked for
+        cfg = dataclasses.replace(cfg, guided=True, hint_features=hint_features)
+    cfg = dataclasses.replace(cfg, decoder=decoder or cfg.decoder)
     bins = ckpt["extras"].get("ab_bins")
     model = build_model(cfg, "none", None if bins is None else len(bins))
     model.encoder.load_state_dict(src.encoder.state_dict())

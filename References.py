@@ -142,6 +142,8 @@ class ModelConfig:
     members: int = 1
     # the decoder also takes colour points and a reference photo's colours (DecoderLayers.Hints; --guided)
     guided: bool = False
+    # a guided decoder's point layers also see the image features at their scale (DecoderLayers.HintBranch)
+    hint_features: bool = False
 
     def scaled(self, width: float) -> "ModelConfig":
         """This config with every decoder width (and the global width) multiplied by ``width``."""
@@ -192,6 +194,7 @@ class TrainConfig:
     hint_global_window: float = 0.25
     # train only the hint layers (the unguided decoder stays exactly as loaded) instead of the whole decoder
     hint_layers_only: bool = False
+    hint_lr_scale: float = 10.0  # the hint layers' learning rate, as a multiple of --lr (they start from zero)
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,7 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
         return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
     if tcfg.init_from:
         model, source, note = load_generator(tcfg.init_from, dist.device, cfg.decoder, tcfg.init_member,
-                                             cfg.guided)
+                                             cfg.guided, cfg.hint_features)
         if dist.is_main:
             tqdm.write(note)
         # the working size is the command line's: a generator may be fine-tuned at another resolution
@@ -315,15 +315,22 @@ def wrap_trainable(model: ColorizationModel, tcfg: TrainConfig, dist: DistContex
     return trainable, torch.compile(forward) if tcfg.compile else forward
 
 
-def param_groups(module: nn.Module, weight_decay: float, decay_norms: bool) -> list[dict]:
+def param_groups(module: nn.Module, weight_decay: float, decay_norms: bool, hint_lr_scale: float = 1.0) -> list[dict]:
     """AdamW's parameter groups: weight decay on the conv/linear weights (2-D and up) only, none on biases
     and norm weights (1-D), which set scales and offsets that decay would only pull towards 0. With
-    ``decay_norms``, one group decaying everything (the layout of runs before issue 23)."""
-    params = [p for p in module.parameters() if p.requires_grad]  # not a frozen base (--hint-layers-only)
+    ``decay_norms``, one group decaying everything (the layout of runs before issue 23). A guided decoder's
+    hint layers get their own groups whose "lr_scale" is ``hint_lr_scale``: they start at zero and must
+    learn from scratch what the rest only adjusts."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]  # not a frozen base
     if decay_norms:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
+    groups = []
+    for hint in (False, True):
+        mine = [p for n, p in named if n.startswith(HINT_LAYERS) == hint]
+        scale = {"lr_scale": hint_lr_scale} if hint else {}
+        groups += [{"params": [p for p in mine if p.ndim > 1], "weight_decay": weight_decay, **scale},
+                   {"params": [p for p in mine if p.ndim <= 1], "weight_decay": 0.0, **scale}]
+    return [g for g in groups if g["params"]]
 
 
 def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.device, ckpt: dict | None,
@@ -334,7 +341,7 @@ def make_optimizer(model: ColorizationModel, tcfg: TrainConfig, device: torch.de
     """
     saved = ckpt["optimizer"] if ckpt is not None else None
     decay_norms = tcfg.decay_norms if saved is None else len(saved["param_groups"]) == 1
-    optimizer = torch.optim.AdamW(param_groups(model.decoder, tcfg.weight_decay, decay_norms), lr=tcfg.lr,
+    optimizer = torch.optim.AdamW(param_groups(model.decoder, tcfg.weight_decay, decay_norms, tcfg.hint_lr_scale), lr=tcfg.lr,
                                   weight_decay=tcfg.weight_decay, betas=betas)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     if ckpt is not None and ckpt["optimizer"] is not None:
@@ -403,6 +410,8 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
     weights = Quantization.class_weights(extras["ab_prior"], tcfg.rebalance) if bins is not None else None
     bins = bins.to(device) if bins is not None else None
     loss_fn = make_loss_fn(cfg, tcfg, bins, weights)
+    if cfg.guided and tcfg.hint_layers_only:
+        freeze_base(model.decoder)  # before the optimizer and DDP, which take only what trains
     trainable, forward = wrap_trainable(model, tcfg, dist)
     gcfg, gan_state = gan_settings(gcfg, ckpt, plan)
     gan = gcfg.kind != "none"
@@ -412,14 +421,12 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
     train_ds = ColorizationDataset(train_files, cfg.image_size, True, tcfg.crop_scale, seed=tcfg.seed)
     if cfg.guided:
         train_ds = GuidedDataset(train_ds, extras["ab_bins"], tcfg)
-        if tcfg.hint_layers_only:
-            freeze_base(model.decoder)
     sampler = EpochSampler(len(train_ds), dist.rank, dist.world_size, seed=tcfg.seed)
     val_loader, samples = validation_data(val_files, cfg, tcfg, dist)
     hinted_loader = validation_data(val_files, cfg, tcfg, dist, extras["ab_bins"])[0] if cfg.guided else None
     config = {"model": cfg, "train": tcfg, "gan": gcfg, "paths": paths, "device": str(device),
               "world_size": dist.world_size, "version": VERSION}
-    n_params = sum(p.numel() for p in model.decoder.parameters())
+    n_params = sum(p.numel() for p in model.decoder.parameters() if p.requires_grad)
     rate = data_rate(train_ds) if dist.is_main else 0.0
     say(f"training on {device} x {dist.world_size} process(es): {len(train_files)} train / {len(val_files)} val "
         f"images, {cfg.image_size}px, loss {cfg.loss}, {n_params / 1e6:.2f}M trainable parameters, global batch "
@@ -443,7 +450,7 @@ def _fit(paths: Paths, cfg: ModelConfig, tcfg: TrainConfig, dist: DistContext, r
 
     def set_lr(epoch: int) -> None:  # for the next optimizer step
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch, tcfg, progress.global_step)
+            group["lr"] = lr_at(epoch, tcfg, progress.global_step) * group.get("lr_scale", 1.0)
 
     def on_step() -> bool:
         nonlocal steps_this_epoch, used_lr
