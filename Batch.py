@@ -289,6 +289,8 @@ def run_workers(open_model: Callable[[], Colorizer], tasks: list[Task], opts: Op
                 for r in pool.imap_unordered(_work, tasks):  # each worker prints its own errors
                     report.add(r)
                     bar.update(1)
+            pool.close()  # let the workers exit: the with block's terminate() would SIGTERM them mid-wait,
+            pool.join()  # and each would print a KeyboardInterrupt traceback after a run that went well
         except BaseException:
             pool.terminate()
             raise
