@@ -75,7 +75,8 @@ def run_inference(args: argparse.Namespace, paths: Paths) -> int:
             tasks, skipped = Batch.skip_existing(tasks, opts.confidence)
         report, main_rank, checkpoint = run_tasks(args, paths, tasks, opts, suffix)
     except Batch.UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if int(os.environ.get("RANK", 0)) == 0:  # torchrun: every rank finds it; rank 0 says it
+            print(f"error: {e}", file=sys.stderr)
         return 2
     report.skipped += skipped
     if main_rank:
