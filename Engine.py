@@ -68,6 +68,8 @@ def run_inference(args: argparse.Namespace, paths: Paths) -> int:
     try:
         tasks, notes = Batch.attach_guidance(Batch.plan(inputs, out, suffix, output_file=out if out.suffix == suffix
                                                         else None), opts.hints, opts.reference)
+        if opts.confidence and any(t.video for t in tasks):
+            notes.append("warning: --confidence maps are written for photos; films get none")
         for note in notes if int(os.environ.get("RANK", 0)) == 0 else ():  # torchrun: rank 0 says it once
             print(note, file=sys.stderr)
         skipped: list[Path] = []
