@@ -19,9 +19,13 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from CommandLine import MODE_HELP, configs_from_args
 from References import LIMITS, GanConfig, ModelConfig, Paths, TrainConfig
+
+if TYPE_CHECKING:  # Batch loads numpy, OpenCV and ONNX Runtime: only once a mode runs
+    import Batch
 
 MODES = ("inference", "training", "evaluate", "serve", "export")
 NEEDS_TORCH = ("training", "evaluate", "export")
@@ -86,7 +90,8 @@ def run_inference(args: argparse.Namespace, paths: Paths) -> int:
     return 1 if report.failed else 0
 
 
-def run_tasks(args: argparse.Namespace, paths: Paths, tasks: list, opts, suffix: str) -> tuple:
+def run_tasks(args: argparse.Namespace, paths: Paths, tasks: list[Batch.Task], opts: Batch.Options,
+              suffix: str) -> tuple[Batch.Report, bool, Path]:
     """Batch's tasks in this process, in --workers processes or in this torchrun rank: (the report, whether this
     process prints the summary, the model file). The model is checked (Batch.check_model) before any work."""
     import Batch
@@ -261,7 +266,8 @@ def check_guidance_args(args: argparse.Namespace) -> str | None:
                             ("--confidence", args.confidence)) if v]
     allowed = {"inference": given, "evaluate": [f for f in given if f != "--confidence"]}.get(args.mode, [])
     if set(given) - set(allowed):
-        return f"{' and '.join(sorted(set(given) - set(allowed)))} do(es) not apply to --mode {args.mode}"
+        wrong = sorted(set(given) - set(allowed))
+        return f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --mode {args.mode}"
     if args.mode == "inference":
         for flag, value in (("--hints", args.hints), ("--reference", args.reference)):
             if value and not Path(value).exists():

@@ -233,9 +233,9 @@ def test_a_model_without_hints_or_confidence_is_refused_up_front(tmp_path, tiny_
                                                   "for 2 inputs give a folder holding <photo stem>.json for each"),
     (["{inp}", "--hints", "{none}"], "--hints {none}: no such file or folder"),
     (["{inp}", "--reference", "{none}"], "--reference {none}: no such file or folder"),
-    (["--mode", "serve", "--hints", "{hints}"], "--hints do(es) not apply to --mode serve"),
-    (["--mode", "export", "--confidence"], "--confidence do(es) not apply to --mode export"),
-    (["--mode", "evaluate", "--confidence"], "--confidence do(es) not apply to --mode evaluate"),
+    (["--mode", "serve", "--hints", "{hints}"], "--hints does not apply to --mode serve"),
+    (["--mode", "export", "--confidence"], "--confidence does not apply to --mode export"),
+    (["--mode", "evaluate", "--confidence"], "--confidence does not apply to --mode evaluate"),
 ])
 def test_usage_errors_exit_2(tmp_path, guided_checkpoint, capsys, argv, says):
     grey_photos(tmp_path / "in", ["astronaut", "coffee"])
