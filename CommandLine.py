@@ -22,31 +22,26 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     ap.add_argument("inputs", nargs="*", metavar="INPUT", help="photos, films or folders (default: examples/)")
     ap.add_argument("--version", action="version", version=f"colorize {VERSION}")
     ap.add_argument("--mode", choices=modes, default="inference",
-                    help="inference: colourise; training, evaluate, export (the [train] install); serve: the web page "
-                         "and API. Each mode lists its options with --mode MODE --help")
+                    help="training, evaluate, export need the [train] install; serve: the web page and API")
     ap.add_argument("--device", choices=DEVICES, default="auto",
                     help="auto = CUDA if torch sees one, else CPU; under torchrun, cuda:LOCAL_RANK")
     ap.add_argument("--checkpoint", default=None, metavar="FILE",
                     help="model: .onnx (ONNX Runtime) or .pt (torch) (default: the shipped colorizer.onnx; .pt on a GPU)")
     ap.add_argument("--batch-size", type=int, default=None, metavar="N",
-                    help=f"images per forward pass (default: 8; training: {t.batch_size} per process)")
+                    help="images per forward pass (default: 8)")
     ap.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
-                    help=f"refuse larger images, checked before decoding (default: {LIMITS['cli_megapixels']:g}; serve: "
-                         f"{LIMITS['web_megapixels']:g})")
+                    help=f"refuse larger images, from the header (default: {LIMITS['cli_megapixels']:g})")
     g = ap.add_argument_group("photos and films")
-    g.add_argument("--input", nargs="+", default=None, metavar="PATH",
-                   help="more inputs, as INPUT; evaluate: folders of colour photos, one table each (default: examples/)")
+    g.add_argument("--input", nargs="+", default=None, metavar="PATH", help="more inputs, as INPUT")
     g.add_argument("--output", default=None, metavar="PATH",
-                   help=f"output folder, or the output file of one input (default: {p.results_dir}/; evaluate: "
-                        f"{p.results_dir}/evaluation/)")
+                   help=f"output folder, or one input's output file (default: {p.results_dir}/)")
     g.add_argument("--format", choices=("png", "jpg", "jpeg", "webp"), default="png",
-                   help="image format in folder mode (films: .mp4)")
-    g.add_argument("--skip-existing", action="store_true",
-                   help="keep outputs already there (resume an interrupted folder job)")
+                   help="image format (films: .mp4)")
+    g.add_argument("--skip-existing", action="store_true", help="keep outputs already there (resume a job)")
     g.add_argument("--side-by-side", action="store_true",
-                   help="also write <stem>_compare.png: grey | colour | original")
+                   help="also write <stem>_compare.png (grey|colour|original)")
     g.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="lower = more vivid (fixed in an .onnx; export: the release's default) (default: the model's)")
+                   help="lower = more vivid (not in an .onnx) (default: the model's)")
     g.add_argument("--no-fd", action="store_true",
                    help="evaluate: skip the Fréchet distances (FD-VGG16, FID), the slowest part of a table")
     g.add_argument("--fid-weights", default=None, metavar="PATH",
@@ -56,9 +51,16 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     g.add_argument("--temporal-smoothing", type=float, default=VideoConfig().temporal_smoothing, metavar="S",
                    help="films: weight in [0, 1) of the colour carried along the motion; 0 = frames alone")
     g.add_argument("--crf", type=int, default=VideoConfig().crf, metavar="Q",
-                   help="films: H.264 quality, 0 (best) to 51 (smallest)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help=f"processes sharing a folder (default 1); training: data loaders per process ({t.workers})")
+                   help="films: H.264 quality, 0 (best) to 51")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="processes sharing a folder (default 1)")
+    # One definition for two modes (MODE_HELP): inference reads a path, evaluate (Evaluate.py) a count or a word.
+    g.add_argument("--hints", default=None, metavar="FILE|DIR",
+                   help="colour points (JSON, see README) for one input, or a folder of <stem>.json mirroring "
+                        "the input folder (a/b.jpg: DIR/a/b.json; none: automatic)")
+    g.add_argument("--reference", default=None, metavar="PHOTO|DIR",
+                   help="a colour photo whose colours guide every input, or a folder of one per stem, as --hints")
+    g.add_argument("--confidence", action="store_true",
+                   help="also write <stem>.confidence.png (bright = unsure)")
     g = ap.add_argument_group("serve")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     g.add_argument("--port", type=int, default=8000, help="TCP port")
@@ -144,6 +146,29 @@ def add_gan_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--collapse-steps", type=int, default=gan.collapse_steps,
                    help=f"stop when the discriminator's loss stays below {gan.collapse_loss:g} this many steps "
                         "in a row (0 = never)")
+
+
+# Options whose meaning depends on --mode: that mode's (metavar, help); the help above is inference's. Each option
+# is defined once, so that every mode parses every option.
+MODE_HELP = {
+    "evaluate": {
+        "input": ("PATH", "folders of colour photos, one table each (default: examples/)"),
+        "output": ("PATH", f"folder for the tables and grids (default: {Paths().results_dir}/evaluation/)"),
+        "hints": ("N", "simulate N colour points per photo from its original (fixed seed)"),
+        "reference": ("self|other", "guide each photo with its own colours (self) or another photo's of its "
+                                    "folder (other)"),
+    },
+    "training": {
+        "batch_size": ("N", f"images per step in each process (default: {TrainConfig().batch_size})"),
+        "workers": ("N", f"data-loading processes per training process (default: {TrainConfig().workers})"),
+    },
+    "serve": {"max_megapixels": ("MP", f"refuse larger uploads, from the header (default: "
+                                       f"{LIMITS['web_megapixels']:g})")},
+    "export": {
+        "output": ("FILE", "the .onnx graph or .pt release to write"),
+        "temperature": ("T", "the release's default temperature (default: the source's)"),
+    },
+}
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, TrainConfig]:

@@ -19,18 +19,23 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from CommandLine import configs_from_args
+from CommandLine import MODE_HELP, configs_from_args
 from References import LIMITS, GanConfig, ModelConfig, Paths, TrainConfig
+
+if TYPE_CHECKING:  # Batch loads numpy, OpenCV and ONNX Runtime: only once a mode runs
+    import Batch
 
 MODES = ("inference", "training", "evaluate", "serve", "export")
 NEEDS_TORCH = ("training", "evaluate", "export")
 COMMON = {"help", "mode", "checkpoint", "device"}
 SHOWN = {  # the options each mode's --help lists (all of them parse in every mode)
     "inference": COMMON | {"inputs", "version", "input", "output", "format", "side_by_side", "temperature", "batch_size",
-                           "max_megapixels", "temporal_smoothing", "crf", "skip_existing", "workers"},
+                           "max_megapixels", "temporal_smoothing", "crf", "skip_existing", "workers", "hints",
+                           "reference", "confidence"},
     "evaluate": COMMON | {"inputs", "input", "output", "temperature", "batch_size", "max_megapixels",
-                          "temporal_smoothing", "fid_weights", "backbone_weights", "no_fd"},
+                          "temporal_smoothing", "fid_weights", "backbone_weights", "no_fd", "hints", "reference"},
     "serve": COMMON | {"host", "port", "threads", "max_concurrent", "max_megapixels", "temperature"},
     "export": COMMON | {"ensemble", "output", "temperature"},
 }
@@ -50,8 +55,9 @@ def model_path(args: argparse.Namespace, paths: Paths, device: str) -> Path:
 
 
 def run_inference(args: argparse.Namespace, paths: Paths) -> int:
-    """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed.
-    Under torchrun the ranks share the work; with --workers N, N processes do."""
+    """Colourise every input (image or video file, or folder) into --output; exit status 1 if any failed, 2 if the
+    model cannot take --hints, --reference or --confidence. Under torchrun the ranks share the work; with
+    --workers N, N processes do."""
     from ImageIO import check_inputs
 
     inputs = input_paths(args, paths.examples_dir)
@@ -60,30 +66,52 @@ def run_inference(args: argparse.Namespace, paths: Paths) -> int:
 
     out = paths.results_dir
     suffix = out.suffix if Batch.output_target(inputs, out) else "." + args.format.replace("jpeg", "jpg")
-    tasks = Batch.plan(inputs, out, suffix, output_file=out if out.suffix == suffix else None)
-    skipped: list[Path] = []
-    if args.skip_existing:
-        tasks, skipped = Batch.skip_existing(tasks)
     opts = Batch.Options(args.batch_size or 8, args.side_by_side, int(args.max_megapixels * 1e6),
-                         args.temporal_smoothing, args.crf)
-    main_rank = True
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun: each rank its share, on its own device
-        report, main_rank, checkpoint = Batch.run_distributed(lambda device: model_path(args, paths, device),
-                                                              args.device, args.temperature, tasks, opts, suffix)
-    else:
-        device = pick_device(args.device)
-        checkpoint = model_path(args, paths, device)
-        workers = min(args.workers or 1, max(1, len(tasks)))
-        threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
-        if workers > 1:
-            report = Batch.run_workers(Batch.model_opener(checkpoint, device, args.temperature, threads), tasks, opts,
-                                       workers, suffix)
-        else:
-            report = Batch.run_tasks_here(Batch.open_model(checkpoint, device, args.temperature), tasks, opts, suffix)
+                         args.temporal_smoothing, args.crf, hints=Path(args.hints) if args.hints else None,
+                         reference=Path(args.reference) if args.reference else None, confidence=args.confidence)
+    try:
+        tasks, notes = Batch.attach_guidance(Batch.plan(inputs, out, suffix, output_file=out if out.suffix == suffix
+                                                        else None), opts.hints, opts.reference)
+        if opts.confidence and any(t.video for t in tasks):
+            notes.append("warning: --confidence maps are written for photos; films get none")
+        for note in notes if int(os.environ.get("RANK", 0)) == 0 else ():  # torchrun: rank 0 says it once
+            print(note, file=sys.stderr)
+        skipped: list[Path] = []
+        if args.skip_existing:
+            tasks, skipped = Batch.skip_existing(tasks, opts.confidence)
+        report, main_rank, checkpoint = run_tasks(args, paths, tasks, opts, suffix)
+    except Batch.UsageError as e:
+        if int(os.environ.get("RANK", 0)) == 0:  # torchrun: every rank finds it; rank 0 says it
+            print(f"error: {e}", file=sys.stderr)
+        return 2
     report.skipped += skipped
     if main_rank:
         print(Batch.summary(report, out, checkpoint.name, single=out.suffix == suffix))
     return 1 if report.failed else 0
+
+
+def run_tasks(args: argparse.Namespace, paths: Paths, tasks: list[Batch.Task], opts: Batch.Options,
+              suffix: str) -> tuple[Batch.Report, bool, Path]:
+    """Batch's tasks in this process, in --workers processes or in this torchrun rank: (the report, whether this
+    process prints the summary, the model file). The model is checked (Batch.check_model) before any work."""
+    import Batch
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # torchrun: each rank its share, on its own device
+        return Batch.run_distributed(lambda device: model_path(args, paths, device), args.device, args.temperature,
+                                     tasks, opts, suffix)
+    device = pick_device(args.device)
+    checkpoint = model_path(args, paths, device)
+    workers = min(args.workers or 1, max(1, len(tasks)))
+    colorizer = None
+    if workers == 1 or opts.guided or opts.confidence:
+        colorizer = Batch.open_model(checkpoint, device, args.temperature)
+        Batch.check_model(colorizer, opts)
+    if workers == 1:
+        return Batch.run_tasks_here(colorizer, tasks, opts, suffix), True, checkpoint
+    del colorizer  # the workers open their own
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return Batch.run_workers(Batch.model_opener(checkpoint, device, args.temperature, threads), tasks, opts,
+                             workers, suffix), True, checkpoint
 
 
 def run_evaluate(args: argparse.Namespace, paths: Paths) -> int:
@@ -187,6 +215,8 @@ def build_parser(mode: str = "inference") -> argparse.ArgumentParser:
     for action in ap._actions:
         if action.dest not in shown:
             action.help = argparse.SUPPRESS
+        elif action.dest in MODE_HELP.get(mode, {}):
+            action.metavar, action.help = MODE_HELP[mode][action.dest]
     return ap
 
 
@@ -221,8 +251,27 @@ def check_args(args: argparse.Namespace) -> str | None:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
         return "--init-from starts a new run; --resume continues one: give only one of them"
+    problem = check_guidance_args(args)
+    if problem:
+        return problem
     if args.mode in NEEDS_TORCH and not has_torch():
         return f"--mode {args.mode} needs the training install (torch): pip install 'colorizer[train]'"
+    return None
+
+
+def check_guidance_args(args: argparse.Namespace) -> str | None:
+    """A usage error in --hints, --reference or --confidence for the mode, or None. Inference: the paths exist;
+    evaluate reads its own meaning of --hints and --reference (Evaluate.py); the other modes take none of them."""
+    given = [f for f, v in (("--hints", args.hints), ("--reference", args.reference),
+                            ("--confidence", args.confidence)) if v]
+    allowed = {"inference": given, "evaluate": [f for f in given if f != "--confidence"]}.get(args.mode, [])
+    if set(given) - set(allowed):
+        wrong = sorted(set(given) - set(allowed))
+        return f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --mode {args.mode}"
+    if args.mode == "inference":
+        for flag, value in (("--hints", args.hints), ("--reference", args.reference)):
+            if value and not Path(value).exists():
+                return f"{flag} {value}: no such file or folder"
     return None
 
 

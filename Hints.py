@@ -17,10 +17,15 @@ Usage:
     guidance = Guidance(points=(Point(120, 45, hex_to_ab("#a83a2c")),), reference=None)
     local = local_map(guidance.points, height, width, 128)        # (3, 128, 128) float32
     global_ = reference_hint(reference_pixels, bins, 128)        # (Q + 1,) float32
+    points = read_hints("hints/photo.json"); check_points(points, width, height, "hints/photo.json")
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -157,3 +162,164 @@ def simulate_points(ab: np.ndarray, n: int, rng: np.random.Generator, radius: fl
         a, b = ab[:, y0:y1, x0:x1].reshape(2, -1).mean(axis=1)
         points.append(Point(float(x), float(y), (float(a), float(b)), radius=radius))
     return points
+
+
+# ----------------------------------------------------------------------------- the hint file format
+# {"points": [{"x": 120, "y": 45, "color": "#a83a2c", "radius": 3, "frame": 0}]}; radius and frame optional.
+
+MAX_POINTS = 10_000
+MAX_HINT_BYTES = 4 << 20  # 10 000 points take about 0.7 MB even pretty-printed; beyond this a file is a mistake
+POINT_KEYS = ("x", "y", "color", "radius", "frame")
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def read_hints(path: str | Path) -> list[Point]:
+    """A hint file -> its points (see ``parse_hints``); reads at most ``MAX_HINT_BYTES``. HintError for an
+    unreadable, oversized or malformed file, naming it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_HINT_BYTES + 1)
+    except FileNotFoundError:
+        raise HintError(f"{path}: no such hint file") from None
+    except OSError as e:
+        raise HintError(f"{path}: cannot read the hint file ({e.strerror or e})") from None
+    if len(data) > MAX_HINT_BYTES:
+        raise HintError(f"{path}: hint file over {MAX_HINT_BYTES >> 20} MB; at most {MAX_POINTS} points are allowed")
+    return parse_hints(data, str(path))
+
+
+def parse_hints(text: str | bytes, source: str) -> list[Point]:
+    """The hint format (UTF-8 JSON) -> points, in file order, unchecked against any image size (``check_points``).
+
+    ``x``, ``y``: numbers, input pixels (0-based, from the top-left, after EXIF rotation); ``color``: "#rrggbb"
+    (sRGB; only its chroma is used); ``radius``: a number > 0 in input pixels (absent or null: ``default_radius``);
+    ``frame``: a whole number >= 0, the film frame (absent or null: every frame). Raises HintError, one line that
+    names ``source`` and the entry (``points[3]``), for anything else.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not an error
+        except UnicodeDecodeError as e:
+            raise HintError(f"{source}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HintError(f"{source}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:  # arrays nested thousands deep
+        raise HintError(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # a number of thousands of digits
+        raise HintError(f"{source}: not valid JSON ({str(e).splitlines()[0][:80]})") from None
+    if not isinstance(data, dict):
+        raise HintError(f'{source}: expected an object {{"points": [...]}}, not {_kind(data)}')
+    for key in data:
+        if key != "points":
+            raise HintError(f'{source}: unknown key {key!r} (the file holds only "points")')
+    points = data.get("points")
+    if not isinstance(points, list):
+        raise HintError(f'{source}: "points" must be a list of points, not {_kind(points)}' if "points" in data
+                        else f'{source}: no "points" list')
+    if len(points) > MAX_POINTS:
+        raise HintError(f"{source}: {len(points)} points; at most {MAX_POINTS} are allowed")
+    return [_point(entry, f"{source}: points[{i}]") for i, entry in enumerate(points)]
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _number(entry: dict, key: str, where: str) -> float:
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # bool is an int to Python, not to a user
+        raise HintError(f"{where}: {key} must be a number, not {_kind(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        number = math.inf
+    if not math.isfinite(number):
+        raise HintError(f"{where}: {key} must be a finite number")
+    return number
+
+
+def _point(entry: object, where: str) -> Point:
+    """One entry of "points" -> a Point; HintError naming ``where`` (``file: points[i]``)."""
+    if not isinstance(entry, dict):
+        raise HintError(f'{where}: expected an object like {{"x": 120, "y": 45, "color": "#a83a2c"}}, '
+                        f"not {_kind(entry)}")
+    for key in entry:
+        if key not in POINT_KEYS:
+            raise HintError(f"{where}: unknown key {key!r} (a point has {', '.join(POINT_KEYS)})")
+    for key in ("x", "y", "color"):
+        if key not in entry:
+            raise HintError(f"{where}: missing {key!r}")
+    x, y = _number(entry, "x", where), _number(entry, "y", where)
+    color = entry["color"]
+    if not (isinstance(color, str) and _HEX.fullmatch(color)):
+        raise HintError(f"{where}: color {color!r} is not #rrggbb")
+    radius = None if entry.get("radius") is None else _number(entry, "radius", where)
+    if radius is not None and radius <= 0:
+        raise HintError(f"{where}: radius {radius:g} must be above 0")
+    frame = entry.get("frame")
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        raise HintError(f"{where}: frame {json.dumps(frame)} is not a whole number >= 0")
+    return Point(x, y, hex_to_ab(color), radius, frame, color)
+
+
+def check_points(points: list[Point] | tuple[Point, ...], width: int, height: int, source: str,
+                 frames: int | None = None) -> None:
+    """HintError (one line naming ``source`` and the entry) for the first point outside a ``width`` x ``height``
+    image (0 <= x < width, 0 <= y < height), with a radius <= 0, or, given the film's ``frames`` (None or 0:
+    unknown, not checked), with a ``frame`` at or beyond its end."""
+    if len(points) > MAX_POINTS:
+        raise HintError(f"{source}: {len(points)} points; at most {MAX_POINTS} are allowed")
+    for i, p in enumerate(points):
+        where = f"{source}: points[{i}]"
+        for name, value, size in (("x", p.x, width), ("y", p.y, height)):
+            if not 0 <= value < size:
+                raise HintError(f"{where}: {name} {value:g} is outside the {width}x{height} image "
+                                f"(0 <= {name} < {size})")
+        if p.radius is not None and not p.radius > 0:
+            raise HintError(f"{where}: radius {p.radius:g} must be above 0")
+        if frames and p.frame is not None and not 0 <= p.frame < frames:
+            raise HintError(f"{where}: frame {p.frame} is beyond the film's end (it has {frames} frames, "
+                            f"0 to {frames - 1})")
+
+
+def hints_to_json(points: list[Point] | tuple[Point, ...]) -> dict:
+    """Points -> the hint format (``parse_hints`` reads it back to the same points). Whole coordinates are written
+    as integers; radius and frame only when set. A point made from ab alone (``simulate_points``) is written
+    with an sRGB colour of that chroma (``ab_to_hex``), which reads back to about the same ab."""
+    out = []
+    for p in points:
+        entry: dict = {"x": _plain(p.x), "y": _plain(p.y), "color": p.color or ab_to_hex(p.ab)}
+        if p.radius is not None:
+            entry["radius"] = _plain(p.radius)
+        if p.frame is not None:
+            entry["frame"] = int(p.frame)
+        out.append(entry)
+    return {"points": out}
+
+
+def _plain(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def ab_to_hex(ab: tuple[float, float]) -> str:
+    """Lab (a, b) -> "#rrggbb": the colour of that chroma at the lightness (20 to 90) where it lies inside the sRGB
+    gamut, or nearest to it (then clipped into it)."""
+    white = np.array(LAB.white)
+    inverse = np.linalg.inv(np.array(LAB.xyz_from_rgb))
+    best, excess = np.zeros(3), np.inf
+    for L in sorted(np.arange(20.0, 91.0, 2.5), key=lambda v: abs(v - 55.0)):  # mid-lightness first
+        fy = (L + 16.0) / 116.0
+        f = np.array([fy + ab[0] / 500.0, fy, fy - ab[1] / 200.0])
+        lin = inverse @ (np.where(f > LAB.lab_f_threshold, f ** 3, (f - 16.0 / 116.0) / LAB.xyz_kappa) * white)
+        out = max(0.0, float(-lin.min()), float(lin.max() - 1.0))
+        if out < excess:
+            best, excess = lin, out
+        if out == 0.0:
+            break
+    lin = np.clip(best, 0.0, 1.0)
+    srgb = np.where(lin > LAB.linear_threshold, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
+    return "#" + "".join(f"{int(round(c * 255)):02x}" for c in srgb)

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from FullResolution import lab_of, recombine_image, working_L
-from Hints import Guidance, local_map, no_hints_error, reference_hint
+from Hints import Guidance, HintError, Point, check_points, local_map, no_hints_error, read_hints, reference_hint
 from ImageIO import DiskFullError, ImageReadError, as_rgb, atomic_write, load_image, to_float
 from References import ModelConfig
 
@@ -344,45 +344,112 @@ def plan_outputs(files: list[Path], input_root: Path, output_dir: Path, suffix: 
 def colorize_paths(colorizer: Colorizer, files: list[Path], input_root: Path | None = None,
                    output_dir: Path | None = None, *, batch_size: int = 8, side_by_side: bool = False,
                    suffix: str = ".png", progress: bool = True, max_pixels: int | None = None,
-                   output_file: Path | None = None, outputs: list[Path] | None = None) -> Report:
+                   output_file: Path | None = None, outputs: list[Path] | None = None,
+                   hints: Sequence[Path | None] | None = None, references: Sequence[Path | None] | None = None,
+                   confidence: bool = False) -> Report:
     """Colourise files into ``output_dir`` (same stems), into ``outputs`` (one per file, planned by the
     caller), or one file into ``output_file``.
 
-    Unreadable files are reported (one line each, naming the file) and skipped; the rest are
-    still written. With ``side_by_side``, also writes ``<stem>_compare.png``: grey | colourised
-    | original (the original only when it is in colour).
+    ``hints`` and ``references`` (one per file, or None) give a guided model each photo's hint file
+    (Hints.read_hints; its points are checked against the decoded size) and reference photo. Unreadable files,
+    and files whose hints or reference cannot be used, are reported (one line each, naming the file) and
+    skipped; the rest are still written. With ``side_by_side``, also writes ``<stem>_compare.png``: grey |
+    colourised | original (the original only when it is in colour); with ``confidence``, ``<stem>.confidence.png``
+    (``confidence_image``, at the output's size).
     """
     report = Report()
+    outs = _output_paths(files, input_root, output_dir, suffix, output_file, outputs)
+    sources = {f: (h, r) for f, h, r in zip(files, hints or [None] * len(files), references or [None] * len(files))}
+    refs: dict[Path, np.ndarray | Exception] = {}  # each reference decoded once (errors too) for the whole run
+    with tqdm(total=len(files), desc="colourising", unit="img", disable=not progress) as bar:
+        for batch, failed in load_batches(files, batch_size, max_pixels):
+            guidance: list[Guidance | None] = []
+            kept = []
+            for f, img in batch:
+                try:
+                    guidance.append(guidance_for(colorizer, img, *sources[f], refs, max_pixels))
+                    kept.append((f, img))
+                except (HintError, ImageReadError) as e:  # this photo's hints or reference: it alone fails
+                    failed.append((f, str(e)))
+                    tqdm.write(f"error: {e}", file=sys.stderr)
+            batch[:] = kept
+            report.failed += failed
+            bar.update(len(failed))
+            if not batch:
+                continue
+            ab, entropy = colorizer.ab_for([img for _, img in batch], guidance=guidance if any(guidance) else None,
+                                           entropy=True)
+            if confidence and entropy is None:
+                raise no_confidence_error(colorizer.name)
+            for i, (f, img) in enumerate(batch):
+                _write_outputs(f, img, ab[i], entropy[i] if confidence else None, outs[f], side_by_side, report)
+                batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
+                bar.update(1)
+    return report
+
+
+def _output_paths(files: list[Path], input_root: Path | None, output_dir: Path | None, suffix: str,
+                  output_file: Path | None, outputs: list[Path] | None) -> dict[Path, Path]:
+    """Each file's output, as ``colorize_paths`` describes."""
     if output_file is not None:
         if len(files) != 1:
             raise ValueError(f"--output {output_file} names a file, but there are {len(files)} inputs")
         if output_file.resolve() == files[0].resolve():
             raise ValueError(f"--output {output_file} is the input itself; inputs are never overwritten")
-        outs = {files[0]: output_file}
-    elif outputs is not None:
-        outs = dict(zip(files, outputs))
-    else:
-        outs = dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
-    with tqdm(total=len(files), desc="colourising", unit="img", disable=not progress) as bar:
-        for batch, failed in load_batches(files, batch_size, max_pixels):
-            report.failed += failed
-            bar.update(len(failed))
-            if not batch:
-                continue
-            ab = colorizer.ab_for([img for _, img in batch])
-            for i, (f, img) in enumerate(batch):
-                out, result = outs[f], recombine_image(img, ab[i], bgr=True)  # BGR: written without a copy
-                try:
-                    write_image(out, result, bgr=True)
-                    if side_by_side:
-                        panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
-                        write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
-                    report.written.append(out)
-                except DiskFullError:
-                    raise  # every later file would fail the same way
-                except (OSError, ValueError) as e:
-                    report.failed.append((f, f"{out}: cannot write ({e})"))
-                    tqdm.write(f"error: {f}: cannot write {out} ({e})", file=sys.stderr)
-                batch[i] = (f, None)  # drop the decoded pixels as soon as they are written
-                bar.update(1)
-    return report
+        return {files[0]: output_file}
+    if outputs is not None:
+        return dict(zip(files, outputs))
+    return dict(zip(files, plan_outputs(files, input_root, output_dir, suffix)))
+
+
+def guidance_for(colorizer: Colorizer, image: np.ndarray, hints: Path | None, reference: Path | None,
+                 refs: dict[Path, np.ndarray | Exception], max_pixels: int | None = None) -> Guidance | None:
+    """A decoded photo's Guidance from its hint file and reference photo (either may be None), or None without
+    either. ``refs`` caches each reference's global hint (or its error) by path. Raises HintError (bad hints, a
+    grey reference) or ImageReadError (a reference that is not an image), naming the file."""
+    points: list[Point] = []
+    if hints is not None:
+        points = read_hints(hints)
+        check_points(points, image.shape[1], image.shape[0], str(hints))
+    glob = None
+    if reference is not None:
+        if reference not in refs:
+            try:
+                refs[reference] = colorizer.reference_hint(load_image(reference, max_pixels=max_pixels), str(reference))
+            except (HintError, ImageReadError) as e:
+                refs[reference] = e
+        if isinstance(refs[reference], Exception):
+            raise refs[reference]
+        glob = refs[reference]
+    return Guidance(tuple(points), glob) if points or glob is not None else None
+
+
+def no_confidence_error(name: str) -> ValueError:
+    """The error for --confidence with a model that gives no per-pixel uncertainty."""
+    return ValueError(f"{name}: this model gives no confidence map (a regression model, or an ONNX file exported "
+                      "before the map existed); use the shipped weights/colorizer.onnx or export again")
+
+
+def _write_outputs(src: Path, img: np.ndarray, ab: np.ndarray, entropy: np.ndarray | None, out: Path,
+                   side_by_side: bool, report: Report) -> None:
+    """One photo's output (and its comparison and confidence map); a write that fails is reported, a full disk
+    stops the run."""
+    result = recombine_image(img, ab, bgr=True)  # BGR: written without a copy
+    try:
+        write_image(out, result, bgr=True)
+        if side_by_side:
+            panels = [grey_of(img), result] + ([to_rgb8(img)[..., ::-1]] if is_colour(img) else [])
+            write_image(out.with_name(out.stem + "_compare.png"), hstack(panels), bgr=True)
+        if entropy is not None:
+            write_image(confidence_path(out), confidence_image(entropy, img.shape[0], img.shape[1]), bgr=True)
+        report.written.append(out)
+    except DiskFullError:
+        raise  # every later file would fail the same way
+    except (OSError, ValueError) as e:
+        report.failed.append((src, f"{out}: cannot write ({e})"))
+        tqdm.write(f"error: {src}: cannot write {out} ({e})", file=sys.stderr)
+
+
+def confidence_path(output: Path) -> Path:
+    """Where --confidence writes an output's confidence map: ``<stem>.confidence.png`` beside it."""
+    return output.with_name(output.stem + ".confidence.png")

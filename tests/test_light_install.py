@@ -63,6 +63,31 @@ def test_photos_and_a_film_colourise_without_torch(tmp_path):
     assert (tmp_path / "out" / "clip.mp4").stat().st_size > 0
 
 
+def test_colour_points_a_reference_and_a_confidence_map_without_torch(tmp_path):
+    """With the guided release, a photo with a point and a reference (and its confidence map); with an older,
+    unguided model, the up-front refusal (exit 2, one line): either way without torch."""
+    import json
+
+    import onnxruntime as ort
+
+    photo, ref, hints = tmp_path / "coffee.jpg", tmp_path / "ref.jpg", tmp_path / "coffee.json"
+    Image.fromarray(real_photo("coffee", 120)).convert("L").save(photo)
+    Image.fromarray(real_photo("rocket", 80)).save(ref)
+    hints.write_text(json.dumps({"points": [{"x": 10, "y": 20, "color": "#a83a2c", "radius": 3}]}))
+    done = engine(str(photo), "--hints", str(hints), "--reference", str(ref), "--confidence",
+                  "--output", str(tmp_path / "out.png"))
+    meta = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    if meta.get("guided") == "1":
+        assert done.returncode == 0, done.stderr
+        size = Image.open(photo).size
+        assert Image.open(tmp_path / "out.png").size == Image.open(tmp_path / "out.confidence.png").size == size
+    else:
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "error: colorizer.onnx: this model takes no colour points or reference photo (it was trained without "
+            "them); use the guided release, weights/colorizer.onnx"]
+
+
 @pytest.mark.parametrize("mode", ["training", "evaluate", "export"])
 def test_training_modes_name_the_extra(mode):
     done = engine("--mode", mode)
