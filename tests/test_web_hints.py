@@ -221,20 +221,21 @@ def test_the_shipped_model_follows_a_point(hint_format):
 BROKEN_IMAGES = "Array.from(document.images).filter(i => i.offsetWidth > 0 && !(i.complete && i.naturalWidth)).length"
 
 
-def shown_a_near(page, x: int, y: int, r: int = 3) -> float:
-    """Mean Lab a around (x, y) of the result image the page shows (read back through a canvas)."""
+def shown_lab(page, x: int, y: int, r: int = 3) -> np.ndarray:
+    """Mean Lab (L, a, b) around (x, y) of the result image the page shows (read back through a canvas)."""
     rgba = page.evaluate("""([x, y, r]) => {
         const img = document.getElementById("result-img"), c = document.createElement("canvas");
         c.width = img.naturalWidth; c.height = img.naturalHeight;
         const g = c.getContext("2d"); g.drawImage(img, 0, 0);
         return Array.from(g.getImageData(x - r, y - r, 2 * r, 2 * r).data); }""", [x, y, r])
     rgb = np.array(rgba, np.uint8).reshape(2 * r, 2 * r, 4)[..., :3]
-    return float(cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)[..., 1].mean())
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3).mean(0)
 
 
 def test_the_page_sends_the_reference_and_hints_files(tmp_path, hint_format):
     """Headless Chromium on a real server (fake guided model): the hints file chosen in the page reddens the
-    photo at its point; a bad hints file is shown as the server's line about the hints, not as a bad photo."""
+    photo at its point, a reference chosen next makes the rest blue; a bad hints file is shown as the server's
+    line about the hints, not as a bad photo. No broken-image icons before an upload."""
     import threading
 
     from test_web import find_chromium
@@ -247,7 +248,9 @@ def test_the_page_sends_the_reference_and_hints_files(tmp_path, hint_format):
     threading.Thread(target=server.run, daemon=True).start()
     url = "http://%s:%s/" % server.effective_listen[0][:2]
     photo, good, bad = tmp_path / "photo.png", tmp_path / "points.json", tmp_path / "bad.json"
+    reference = tmp_path / "blue.png"
     photo.write_bytes(GREY)
+    reference.write_bytes(BLUE)
     good.write_text(hint_json(POINT))
     bad.write_text(hint_json({**POINT, "color": "#12zz45"}))
     try:
@@ -267,7 +270,12 @@ def test_the_page_sends_the_reference_and_hints_files(tmp_path, hint_format):
                 page.set_input_files("#file", str(photo))
             page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
             assert answer.value.status == 200
-            assert shown_a_near(page, 40, 30) > 15  # the result shown is red at the point
+            assert shown_lab(page, 40, 30)[1] > 15  # the result shown is red at the point
+            with page.expect_response("**/api/colorize") as answer:  # a reference added: colourised again
+                page.set_input_files("#reference", str(reference))
+            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+            assert answer.value.status == 200
+            assert shown_lab(page, 40, 30)[1] > 15 and shown_lab(page, 120, 90)[2] < -10  # red point, blue rest
             with page.expect_response("**/api/colorize") as answer:  # a new hints file: colourised again
                 page.set_input_files("#hints", str(bad))
             page.wait_for_selector("#status.error", timeout=30000)
