@@ -10,7 +10,8 @@ never touched and the cost does not grow with the frame size.
     (OpenCV's DIS) computed from the new frame back to the previous one, and blended with the new
     prediction, ``ab = S * warped + (1 - S) * predicted``, only where a forward-backward check says
     the flow can be trusted (elsewhere: occlusions, pixels entering the frame, the prediction
-    alone). At a scene cut the estimate is reset to the new prediction.
+    alone). At a scene cut the estimate is reset to the new prediction. Under a user's colour
+    points (``given``) the new prediction is taken as it is, and carried on from there.
   * Brightness flicker and grain are the norm in old film, so flow and cut tests see each frame's
     luminance normalised to zero mean and unit spread (``normalised``): a frame that is only darker
     is not a new scene.
@@ -143,8 +144,11 @@ class Stabiliser:
         self.frame = -1
         self.cuts: list[int] = []
 
-    def __call__(self, grey: np.ndarray, ab: np.ndarray) -> np.ndarray:
-        """Input luminance on the grid (h, w) and the new prediction (2, h, w) -> stabilised ab (2, h, w)."""
+    def __call__(self, grey: np.ndarray, ab: np.ndarray, given: np.ndarray | None = None) -> np.ndarray:
+        """Input luminance on the grid (h, w) and the new prediction (2, h, w) -> stabilised ab (2, h, w).
+
+        ``given`` (h, w) in [0, 1]: where this frame's prediction holds a user's colour points; there the
+        carried estimate gives way (weight x (1 - given)), so the frame shows the colour the user asked for."""
         self.frame += 1
         if self.flows is None:
             return ab
@@ -159,6 +163,8 @@ class Stabiliser:
         else:
             # a soft mask: no seams where trusted and untrusted pixels meet
             w = self.strength * cv2.blur(mask.astype(np.float32), (5, 5))
+            if given is not None:
+                w = w * (1.0 - np.clip(given, 0.0, 1.0))
             state = w * warp(self.state, back) + (1.0 - w) * ab
         self.prev, self.state = cur, state.astype(np.float32)
         return self.state

@@ -13,9 +13,15 @@ buffers, whatever the film's length. The output is written through ModelIO.atomi
 file, renamed into place) and its frame count is checked before the rename: an interrupted run leaves
 no half-written video.
 
+A guided model also takes the user's colour points and a reference photo (``guidance``, ``reference``):
+a point with ``frame`` N goes into frame N's model input only, and the stabiliser then carries the colour
+it gave as it carries any colour (fading with the smoothing, following the motion, stopping at a cut);
+a point without ``frame`` goes into every frame's input; a reference applies to every frame.
+
 Usage:
     colorizer = Colorizer.from_checkpoint("weights/colorizer.onnx")
     result = colorize_video(colorizer, Path("film.mp4"), Path("out/film.mp4"), smoothing=0.8)
+    result = colorize_video(colorizer, src, dst, guidance=parse_hints(text, "film.json"), hints_name="film.json")
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from FullResolution import recombine_image
+from Hints import Guidance, HintError, Point, local_map, no_hints_error
 from Inference import BATCH_PIXELS, Colorizer, Report, plan_outputs
 from ImageIO import atomic_write
 from References import VIDEO_OUTPUT, VideoConfig
@@ -214,19 +221,55 @@ def batched(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
         yield batch
 
 
+class FilmHints:
+    """A film's colour points and reference -> each frame's ``Guidance`` (or None) and, for the stabiliser,
+    where that frame's points lie on the flow grid."""
+
+    def __init__(self, points: list[Point] | None, reference: np.ndarray | None, info: "VideoInfo",
+                 working_size: int) -> None:
+        points = list(points or [])
+        self.every = tuple(p for p in points if p.frame is None)
+        self.on: dict[int, tuple[Point, ...]] = {}
+        for p in points:
+            if p.frame is not None:
+                self.on[p.frame] = self.on.get(p.frame, ()) + (p,)
+        self.reference, self.info, self.size = reference, info, working_size
+        self.grid = flow_grid((info.height, info.width))
+
+    def __call__(self, index: int) -> Guidance | None:
+        """Frame ``index``'s (0-based) guidance: the points for every frame, those for this frame, the reference."""
+        points = self.every + self.on.get(index, ())
+        return Guidance(points, self.reference) if points or self.reference is not None else None
+
+    def given(self, guidance: Guidance | None) -> np.ndarray | None:
+        """Where a frame's points lie, on the flow grid (h, w) in [0, 1], or None without points."""
+        if guidance is None or not guidance.points:
+            return None
+        mask = local_map(guidance.points, self.info.height, self.info.width, self.size)[2]
+        return cv2.resize(mask, (self.grid[1], self.grid[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def colorize_frames(colorizer: Colorizer, info: VideoInfo, frames: Iterator[np.ndarray], smoothing: float,
-                    batch_size: int = 8) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
+                    batch_size: int = 8, guidance: list[Point] | None = None, reference: np.ndarray | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
     """Frames of the video ``info`` describes (uint8 RGB (H, W, 3), in order) -> (input luma on the flow grid
     (h, w), colourised uint8 RGB (H, W, 3), the stabiliser), in order. ``smoothing`` 0 colourises each frame
-    on its own; L is never changed. Batches: ``frames_per_batch``."""
+    on its own; L is never changed. Batches: ``frames_per_batch``. A guided model's ``guidance`` (points in
+    input pixels; ``frame`` N: frame N only, None: every frame) and ``reference`` (a global hint (Q + 1,))
+    go into each frame's own model input; on a frame with points the stabiliser keeps the new prediction
+    under them (the user's colour, not the carried estimate) and then carries it on."""
     grid = flow_grid((info.height, info.width))
     stab = Stabiliser(smoothing)
+    hints = FilmHints(guidance, reference, info, colorizer.cfg.image_size)
+    index = 0
     for batch in batched(frames, frames_per_batch(info, batch_size)):
-        ab = colorizer.ab_for(batch)  # (B, 2, h, w) in [-1, 1]
-        for frame, a in zip(batch, ab):
+        given = [hints(index + i) for i in range(len(batch))]
+        ab = colorizer.ab_for(batch, guidance=given if any(given) else None)  # (B, 2, h, w) in [-1, 1]
+        for frame, a, g in zip(batch, ab, given):
             grey = luminance(frame, grid)
             on_grid = np.stack([cv2.resize(c, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR) for c in a])
-            yield grey, recombine_image(frame, stab(grey, on_grid)), stab
+            yield grey, recombine_image(frame, stab(grey, on_grid, hints.given(g))), stab
+        index += len(batch)
         batch.clear()
 
 
@@ -284,16 +327,46 @@ def check_count(info: VideoInfo, decoded: int) -> None:
                                  f"frames its header lists; ffmpeg: {error[:120]}); nothing was written")
 
 
+def film_reference(colorizer: Colorizer, reference: np.ndarray | None, name: str) -> np.ndarray | None:
+    """A film's reference: a global hint (Q + 1,) as it is, or a decoded photo (H, W[, 3]) reduced to one."""
+    if reference is None or reference.ndim == 1:
+        return reference
+    return colorizer.reference_hint(reference, name)
+
+
+def check_film_points(points: list[Point] | None, info: VideoInfo, name: str, frames: int | None = None) -> None:
+    """HintError (one line naming ``name`` and the entry) for a point outside the frame, or with ``frames``
+    (the decoded count) a ``frame`` beyond the film's end."""
+    if points:
+        from Hints import check_points  # the --hints file format's checks, shared with photos
+
+        check_points(points, info.width, info.height, name, frames=frames)
+
+
 def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float = VideoConfig().temporal_smoothing,
                    batch_size: int = 8, max_pixels: int | None = None, progress: bool = True,
-                   cfg: VideoConfig = VideoConfig()) -> VideoResult:
+                   cfg: VideoConfig = VideoConfig(), guidance: list[Point] | None = None,
+                   reference: np.ndarray | None = None, hints_name: str | None = None) -> VideoResult:
     """Colourise the video ``src`` into the MP4 ``dst`` (same frame size, rate and count; audio kept).
 
-    Raises VideoReadError for unreadable, empty or truncated input (``dst`` is then not written) and
-    OSError when the output cannot be written.
+    A guided model also takes ``guidance``, colour points in input pixels (``Point.frame`` N: frame N,
+    0-based as decoded; None: every frame), and ``reference``, for the whole film: a global hint (Q + 1,)
+    (``Colorizer.reference_hint``) or a decoded colour photo. ``hints_name`` (the hint file) names them in errors.
+    Raises VideoReadError for unreadable, empty or truncated input, HintError for hints the model does not
+    take, a point outside the frame or a frame beyond the film's end (checked once the film is decoded;
+    ``dst`` is then not written), and OSError when the output cannot be written.
     """
     start = time.perf_counter()
+    name = hints_name or f"{src} (hints)"
+    if (guidance or reference is not None) and not colorizer.guided:
+        raise no_hints_error(name)
+    reference = film_reference(colorizer, reference, f"{src} (reference)")
     info, frames = open_video(src, max_pixels)
+    try:
+        check_film_points(guidance, info, name)  # the frames: once they are counted, below
+    except HintError:
+        frames.close()
+        raise
     if info.variable_rate:
         tqdm.write(f"warning: {src}: variable frame rate; written at a constant {float(info.fps):.3f} fps, with "
                    "frames repeated or dropped so that its duration and sound stay as they were", file=sys.stderr)
@@ -302,11 +375,12 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
 
     def write(tmp: str) -> None:
         with VideoWriter(tmp, info, cfg, label=dst) as writer:
-            for _, out, stab in colorize_frames(colorizer, info, frames, smoothing, batch_size):
+            for _, out, stab in colorize_frames(colorizer, info, frames, smoothing, batch_size, guidance, reference):
                 writer.write(out)
                 bar.update(1)
                 result.cuts = stab.cuts
             check_count(info, writer.written)
+            check_film_points(guidance, info, name, writer.written)  # decoded: the header's count may be an estimate
             writer.finish()
         result.frames = writer.written
     try:
@@ -321,8 +395,11 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
 def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, output_dir: Path, *,
                     smoothing: float, crf: int = VideoConfig().crf, batch_size: int = 8,
                     max_pixels: int | None = None, output_file: Path | None = None, progress: bool = True,
-                    outputs: list[Path] | None = None) -> Report:
+                    outputs: list[Path] | None = None, guidance: list[list[Point] | None] | None = None,
+                    references: list[np.ndarray | None] | None = None,
+                    hint_names: list[str | None] | None = None) -> Report:
     """Colourise each video into ``output_dir`` as <stem>.mp4 (or the one video into ``output_file``).
+    ``guidance``, ``references`` and ``hint_names``: one entry per video (None: none), see ``colorize_video``.
     A video that fails is reported on one line naming it; the others are still written."""
     if output_file is not None:
         if output_file.resolve() == files[0].resolve():
@@ -333,11 +410,13 @@ def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, o
     else:
         outs = plan_outputs(files, input_root, output_dir, VIDEO_OUTPUT)
     report = Report()
-    for src, dst in zip(files, outs):
+    per_film = lambda values: values if values is not None else [None] * len(files)
+    for src, dst, points, ref, name in zip(files, outs, per_film(guidance), per_film(references),
+                                           per_film(hint_names)):
         try:
             r = colorize_video(colorizer, src, dst, smoothing, batch_size, max_pixels, progress,
-                               dataclasses.replace(VideoConfig(), crf=crf))
-        except (VideoReadError, OSError) as e:
+                               dataclasses.replace(VideoConfig(), crf=crf), points, ref, name)
+        except (VideoReadError, HintError, OSError) as e:
             report.failed.append((src, str(e)))
             tqdm.write(f"error: {e}", file=sys.stderr)
             continue

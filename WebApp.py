@@ -9,18 +9,25 @@ passes are serialised by one lock. Uploads and results stay in memory, never on 
 bodies up to the upload limit are kept in memory by waitress and Flask), and their file names
 are never used as paths. The server's memory therefore has a ceiling: the start-up RSS, plus
 ``connections`` x the upload limit (bodies being received or waiting), plus ``max_concurrent``
-x (the upload limit + about 12 bytes per pixel of the largest allowed image).
+x (the upload limit + about 12 bytes per pixel of the largest allowed image; 16 for a colour JPEG: +632 MiB
+measured for 40 MP). A reference photo counts towards the same upload and pixel limits; it is decoded,
+shrunk, reduced to its colour distribution (a few hundred numbers) and dropped before the photo itself is
+decoded, so it adds no second image to that ceiling (measured: a 40 MP reference with a 40 MP photo, +632 MiB).
 
 Routes:
     GET  /              the single page (web/index.html), under a Content-Security-Policy
     POST /api/colorize  multipart field "image" -> image/png (or format=jpeg|jpg|webp), optional
-                        "temperature" for classification models; errors are JSON {"error": "..."}
-                        with 400 / 408 / 413 / 415, or 503 with Retry-After when the queue is full
-    GET  /healthz       {"status", "model_loaded", "device", "checkpoint", ...}
+                        "temperature" for classification models; for a guided model (healthz "guided")
+                        also optional "hints" (the --hints JSON, {"points": [{"x", "y", "color", "radius"}]},
+                        as a text field or a file part) and "reference" (a colour photo, a file part);
+                        errors are JSON {"error": "..."}, one line naming the field, with 400 / 408 / 413 /
+                        415, or 503 with Retry-After when the queue is full
+    GET  /healthz       {"status", "model_loaded", "guided", "device", "checkpoint", ...}
 
 Usage:
     app = create_app(Colorizer.from_checkpoint("weights/colorizer.onnx"))
     python Engine.py --mode serve --port 8000      # serve(): the same app under waitress
+    curl -F image=@photo.jpg -F hints=@photo.json -F reference=@colour.jpg http://127.0.0.1:8000/api/colorize -o out.png
 """
 from __future__ import annotations
 
@@ -37,11 +44,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 from flask import Flask, Request, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from FullResolution import recombine_image
+from Hints import Guidance, HintError, Point, no_hints_error
 from Inference import Colorizer, encode_image
 from ImageIO import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
 from References import LIMITS, asset_dir
@@ -52,11 +61,20 @@ ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 OUTPUT_TYPES = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "jpg": ("image/jpeg", ".jpg"),
                 "webp": ("image/webp", ".webp")}
 QUEUE = 6  # uploads that may wait for a turn beyond max_concurrent (bodies only: waitress holds them anyway); more: 503
+REFERENCE_SHRINK = 4  # a reference's sides are cut to 4 x the working size before its colours are counted
 TRIM_AFTER_PIXELS = 4e6  # after an image this big, freed heap is handed back (it would otherwise stay in RSS)
 
 
 class Busy(Exception):
     """Every turn and every place in the queue is taken."""
+
+
+class Refused(Exception):
+    """A request answered with an error: ``status`` and a one-line ``message`` that names the field."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class Admission:
@@ -145,6 +163,7 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
     lock, admission = threading.Lock(), Admission(max_concurrent, max_queue)
     page = (asset_dir() / "web" / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{MAX_MB}}", f"{max_upload_mb:g}").replace("{{MAX_MP}}", f"{max_megapixels:g}")
+    page = page.replace("{{HINTS_HIDDEN}}", "" if colorizer.guided else " hidden")  # hints: guided models only
     page_headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache",
                     "Content-Security-Policy": page_policy(page)}
 
@@ -174,8 +193,8 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", model_loaded=True, device=str(colorizer.device), checkpoint=colorizer.name,
-                       loss=colorizer.cfg.loss, image_size=colorizer.cfg.image_size)
+        return jsonify(status="ok", model_loaded=True, guided=colorizer.guided, device=str(colorizer.device),
+                       checkpoint=colorizer.name, loss=colorizer.cfg.loss, image_size=colorizer.cfg.image_size)
 
     @app.post("/api/colorize")
     def colorize():
@@ -207,21 +226,17 @@ def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pi
     upload = request.files.get("image")
     if upload is None:
         return error(400, 'no image: send the photo as multipart form field "image"')
-    if upload.stream.seek(0, io.SEEK_END) == 0:
-        return error(400, "the uploaded file is empty")
-    upload.stream.seek(0)
     try:
-        img = load_image(upload.stream, name="upload", max_pixels=max_pixels, formats=ACCEPTED_FORMATS)
-    except ImageTooLargeError as e:
-        return error(413, f"upload: image too large ({e.megapixels:.1f} MP; this server's limit is {e.limit_mp:g} MP)")
-    except UnsupportedImageError as e:
-        return error(415, f"{e}; send JPEG, PNG, WebP, BMP, TIFF or GIF")
-    except ImageReadError as e:
-        return error(400, f"{e}")
-    upload.stream.close()  # the upload's bytes are not needed once decoded
+        if upload.stream.seek(0, io.SEEK_END) == 0:
+            raise Refused(400, "the uploaded file is empty")
+        points, reference = upload_guidance(colorizer, max_pixels)  # before the photo: one image decoded at a time
+        img = decode_part(upload, "upload", max_pixels, unreadable=400)
+        guidance = photo_guidance(points, reference, img.shape[1], img.shape[0])
+    except Refused as e:
+        return error(e.status, e.message)
     try:
         with lock:  # one forward pass at a time: the model and its buffers are shared
-            ab = colorizer.ab_for([img], temperature=temperature)
+            ab = colorizer.ab_for([img], temperature=temperature, guidance=guidance)
     except ValueError as e:  # e.g. a temperature that an ONNX export cannot change
         return error(400, str(e))
     mime, suffix = OUTPUT_TYPES[fmt]
@@ -231,6 +246,93 @@ def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pi
         return error(500, "could not encode the result")
     stem = Path(upload.filename or "image").stem[:80] or "image"
     return data, mime, f"{stem}_colorized{suffix}", img.shape[0] * img.shape[1]
+
+
+def decode_part(part, name: str, max_pixels: int, unreadable: int) -> np.ndarray:
+    """An uploaded file part -> its pixels (ImageIO.load_image); its bytes are dropped once decoded. Raises
+    Refused: 413 over the pixel limit, 415 for a format not accepted, ``unreadable`` for bytes that do not decode."""
+    part.stream.seek(0)
+    try:
+        return load_image(part.stream, name=name, max_pixels=max_pixels, formats=ACCEPTED_FORMATS)
+    except ImageTooLargeError as e:
+        raise Refused(413, f"{name}: image too large ({e.megapixels:.1f} MP; this server's limit is "
+                           f"{e.limit_mp:g} MP)") from None
+    except UnsupportedImageError as e:
+        raise Refused(415, f"{e}; send JPEG, PNG, WebP, BMP, TIFF or GIF") from None
+    except ImageReadError as e:  # bytes that are no image: 400 for the photo (as ever), 415 for a reference
+        advice = "; send JPEG, PNG, WebP, BMP, TIFF or GIF" if unreadable == 415 else ""
+        raise Refused(unreadable, f"{e}{advice}") from None
+    finally:
+        part.stream.close()
+
+
+def hints_text() -> str | bytes | None:
+    """The request's "hints" JSON: a file part (curl -F hints=@photo.json, the page) or a text field
+    (up to Flask's form-field limit); None when absent or empty (a form's untouched field)."""
+    part = request.files.get("hints")
+    if part is not None:
+        data = part.stream.read()
+        part.stream.close()
+        return data if data.strip() else None
+    text = request.form.get("hints")
+    return text if text and text.strip() else None
+
+
+def upload_guidance(colorizer: Colorizer, max_pixels: int) -> tuple[list[Point], np.ndarray | None]:
+    """The request's optional "hints" and "reference" -> (points, in input pixels, not yet checked against
+    the photo; the reference's global hint (Q + 1,) or None). The reference is decoded, reduced to its
+    colour distribution (Colorizer.reference_hint) and dropped here. Raises Refused (400 / 413 / 415)."""
+    text, part = hints_text(), request.files.get("reference")
+    if part is not None and not part.filename and part.stream.seek(0, io.SEEK_END) == 0:
+        part = None  # a form's file input left empty
+    if text is None and part is None:
+        return [], None
+    if not colorizer.guided:
+        raise Refused(400, str(no_hints_error("hints" if text is not None else "reference")))
+    points: list[Point] = []
+    if text is not None:
+        from Hints import parse_hints  # the --hints file format, shared with the command line
+
+        try:
+            points = parse_hints(text, "hints")
+        except HintError as e:
+            raise Refused(400, str(e)) from None
+    if part is None:
+        return points, None
+    if part.stream.seek(0, io.SEEK_END) == 0:
+        raise Refused(400, "reference: the uploaded file is empty")
+    img = shrink_reference(decode_part(part, "reference", max_pixels, unreadable=415), colorizer.cfg.image_size)
+    try:
+        return points, colorizer.reference_hint(img, "reference")
+    except HintError as e:  # a grey reference: it has no colour to give
+        raise Refused(400, str(e)) from None
+
+
+def shrink_reference(img: np.ndarray, size: int) -> np.ndarray:
+    """A decoded reference (H, W[, 3]) uint8/uint16 -> each side at most REFERENCE_SHRINK x ``size``, area-averaged
+    in its own integer type. reference_hint area-averages it to size x size: averaging 4 x 4 blocks of area
+    averages is the area average itself (up to a rounding of 1/2 level), and the float copy it makes of a
+    large photo (about 24 bytes a pixel: 1 GB for 40 MP) becomes one of 512 x 512 pixels."""
+    side = REFERENCE_SHRINK * size
+    if img.shape[0] <= side and img.shape[1] <= side:
+        return img
+    return cv2.resize(img, (min(img.shape[1], side), min(img.shape[0], side)), interpolation=cv2.INTER_AREA)
+
+
+def photo_guidance(points: list[Point], reference: np.ndarray | None, width: int, height: int
+                   ) -> list[Guidance] | None:
+    """Points and a reference hint for a decoded photo of width x height -> ``ab_for``'s guidance, or None
+    without either. Raises Refused (400) for a point outside the photo."""
+    if not points and reference is None:
+        return None
+    if points:
+        from Hints import check_points
+
+        try:
+            check_points(points, width, height, "hints")
+        except HintError as e:
+            raise Refused(400, str(e)) from None
+    return [Guidance(points=tuple(points), reference=reference)]
 
 
 def build_server(colorizer: Colorizer, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
