@@ -10,7 +10,8 @@ Owns the protocol of ``--mode evaluate --hints N --reference self|other`` and of
   * per-image rows scored as Evaluate scores them (PSNR, SSIM, CF), plus for point rows the "hint error": the mean
     |ab(output) - ab(point)| (Euclidean, Lab units) over each point's patch at full resolution, beside the same
     figure for the original (the patch's own spread around its mean colour: the floor).
-Grey photos are left out (no colour to simulate from or to compare with), each named once.
+Grey photos are left out (no colour to simulate from or to compare with), each named once; with reference rows so
+are photos too grey to be a reference (Hints.reference_hint), so that every row is over the same photos.
 
 Usage:
     rows, grid, failed = evaluate_guided_folder(colorizer, files, [Setting(points=10), Setting(reference="self")])
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,21 +160,29 @@ def baseline_ab(image: np.ndarray, auto: np.ndarray, points: Sequence[Point], re
 Sink = Callable[[str, np.ndarray], None]  # (method, uint8 RGB) for each image scored, ORIGINAL for the truth
 
 
-def evaluate_photo(colorizer: Colorizer, image: np.ndarray, name: str, settings: Sequence[Setting],
-                   refs: dict[str, Reference | None], temperature: float | None = None,
-                   sink: Sink | None = None) -> list[dict]:
-    """One photo's rows: grey, automatic, then per setting the model and its baseline. One forward pass."""
-    truth = to_rgb8(image)
+def photo_outputs(colorizer: Colorizer, image: np.ndarray, name: str, settings: Sequence[Setting],
+                  refs: dict[str, Reference | None], temperature: float | None = None
+                  ) -> Iterator[tuple[str, np.ndarray, tuple[Point, ...]]]:
+    """(method, uint8 RGB (H, W, 3), its points) for grey, automatic, then per setting the model and its baseline,
+    one at a time (a big photo's outputs are never all held). All the model's outputs come from one forward pass."""
     plans = [(s, photo_points(image, name, s.points) if s.points else (), refs.get(s.reference)) for s in settings]
     guidance = [None] + [Guidance(points=pts, reference=None if ref is None else ref.hint) for _, pts, ref in plans]
     abs_ = colorizer.ab_for([image] * len(guidance), temperature, guidance)
     auto = abs_[0]
-    outputs = [("grey", grey_of(image), ()), (colorizer.name, recombine_image(image, auto), ())]
+    yield "grey", grey_of(image), ()
+    yield colorizer.name, recombine_image(image, auto), ()
     for (s, pts, ref), ab in zip(plans, abs_[1:]):
-        outputs.append((f"{colorizer.name} + {s.label}", recombine_image(image, ab), pts))
-        outputs.append((f"{s.baseline} + {s.label}", recombine_image(image, baseline_ab(image, auto, pts, ref)), pts))
+        yield f"{colorizer.name} + {s.label}", recombine_image(image, ab), pts
+        yield f"{s.baseline} + {s.label}", recombine_image(image, baseline_ab(image, auto, pts, ref)), pts
+
+
+def evaluate_photo(colorizer: Colorizer, image: np.ndarray, name: str, settings: Sequence[Setting],
+                   refs: dict[str, Reference | None], temperature: float | None = None,
+                   sink: Sink | None = None) -> list[dict]:
+    """One photo's rows (``photo_outputs``' order), each image also given to ``sink`` and then the original."""
+    truth = to_rgb8(image)
     rows = []
-    for method, rgb, pts in outputs:
+    for method, rgb, pts in photo_outputs(colorizer, image, name, settings, refs, temperature):
         row = score(rgb, truth, method, name)
         if pts:
             row.update(hint_error=hint_error(rgb, pts), hint_error_truth=hint_error(truth, pts))
@@ -217,8 +226,9 @@ def evaluate_guided_folder(colorizer: Colorizer, files: list[Path], settings: Se
         failed += bad
         for f, image in batch:
             mine = {m: pick_reference(refs, index[f], m) for m in modes}
-            if not is_colour(image) or None in mine.values():
-                tqdm.write(f"{f}: a grey photo, left out (no colour to simulate hints from)", file=sys.stderr)
+            if not is_colour(image) or None in mine.values():  # None: too little colour to be a reference
+                why = "no colour to simulate hints from" if not is_colour(image) else "too grey to be its own reference"
+                tqdm.write(f"{f}: left out ({why})", file=sys.stderr)
                 continue
             panels: list[np.ndarray] = []
             rows += evaluate_photo(colorizer, image, f.name, settings, mine, temperature,

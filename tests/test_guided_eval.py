@@ -88,6 +88,8 @@ def test_points_baseline_on_a_photo_applies_the_correction_at_the_point(photo):
     out = points_baseline(photo, auto, [point]) * LAB.ab_scale  # the grid is the photo's own size here
     assert out.shape == (2,) + photo.shape[:2]
     np.testing.assert_allclose(out[:, 30, 40], point.ab, atol=1e-3)
+    big = np.zeros((3000, 4000), np.uint8)  # a big photo is corrected on a grid of 512 px at most (memory bounded)
+    assert points_baseline(big, auto, [Point(3999, 2999, (10.0, 10.0))]).shape == (2, 384, 512)
 
 
 def test_hint_error_measures_the_outputs_colour_inside_each_patch():
@@ -108,6 +110,52 @@ def test_unguided_model_refuses_hints_before_reading_photos(tiny_checkpoint, tmp
     with pytest.raises(HintError, match="takes no colour points"):
         evaluate_inputs(Colorizer.from_checkpoint(tiny_checkpoint), [tmp_path / "absent"], tmp_path, batch_size=1,
                         max_pixels=10 ** 7, smoothing=0.0, grid=False, open_scorers=tuple, hints="3")
+
+
+class HintCopier:
+    """A stand-in guided model, no network: its ab is the hint map where there is one and 0 elsewhere; it records the
+    global hints it is given. Enough to test the evaluation's plumbing on every install."""
+
+    def __init__(self):
+        self.globals: list[np.ndarray] = []
+
+    def __call__(self, L, t=None, hints=None, global_hint=None):
+        self.globals.append(global_hint)
+        return (np.zeros((len(L), 2, 64, 64), np.float32) if hints is None else hints[:, :2].copy()), None
+
+
+def copier_colorizer():
+    from Inference import Colorizer
+    from References import ModelConfig
+
+    grid = np.arange(-100.0, 101.0, 20.0, dtype=np.float32)
+    bins = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
+    return Colorizer(HintCopier(), ModelConfig(image_size=64, guided=True), name="copier", bins=bins)
+
+
+def test_guided_folder_runs_the_model_with_the_points_and_the_next_photos_reference(tmp_path, capsys):
+    from GuidedEvaluate import evaluate_guided_folder
+    from Hints import reference_hint
+
+    photos = {name: real_photo(name, 96) for name in ("astronaut", "coffee")}
+    for name, rgb in photos.items():
+        Image.fromarray(rgb).save(tmp_path / f"{name}.png")
+    Image.fromarray(photos["coffee"].mean(axis=2).astype(np.uint8)).save(tmp_path / "grey.png")
+    colorizer = copier_colorizer()
+    files = sorted(tmp_path.glob("*.png"))  # astronaut, coffee, grey
+    rows, _, failed = evaluate_guided_folder(colorizer, files, [Setting(5, "other")], progress=False)
+    assert not failed and "grey.png: left out (no colour" in capsys.readouterr().err
+    assert [r["method"] for r in rows[:4]] == ["grey", "copier", "copier + 5 points + reference other",
+                                              "transfer+spread + 5 points + reference other"]
+    assert sorted({r["file"] for r in rows}) == ["astronaut.png", "coffee.png"]
+    model = [r for r in rows if r["method"].startswith("copier +")]
+    # The copier was given the points (their patches are blurred by the upsampling; ignoring them gives about 30)
+    assert all(r["hint_error"] < 15 for r in model), model
+    # astronaut's reference is coffee (the next colour photo), coffee's is astronaut (wrapping past grey.png)
+    given = [g[1] for g in colorizer.predict.globals]
+    np.testing.assert_allclose(given[0], reference_hint(photos["coffee"], colorizer.bins, 64))
+    np.testing.assert_allclose(given[1], reference_hint(photos["astronaut"], colorizer.bins, 64))
+    assert all(not g[0].any() for g in colorizer.predict.globals)  # the automatic row: no hints
 
 
 @pytest.fixture(scope="module")
