@@ -89,8 +89,11 @@ def add_distribution_scores(table: list[dict], scorers: tuple) -> list[dict]:
 
 
 def format_table(table: list[dict]) -> str:
-    """The summary as an aligned text table (also valid Markdown), with FD-VGG16 / FID / IS columns when scored."""
+    """The summary as an aligned text table (also valid Markdown), with FD-VGG16 / FID / IS columns when scored,
+    and the hint error of the originals and of each method given colour points (GuidedEvaluate) when there are any."""
     extra = [(k, name) for k, name in (("fd_vgg16", "FD-VGG16"), ("fid", "FID"), ("is", "IS")) if k in table[0]]
+    if any("hint_error" in r for r in table):
+        extra += [("hint_error", "hint err"), ("hint_error_truth", "hint err orig.")]
     lines = ["| method | images | PSNR (dB) | SSIM | CF | CF originals | dCF |" + "".join(f" {n} |" for _, n in extra),
              "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for r in table:
@@ -100,6 +103,9 @@ def format_table(table: list[dict]) -> str:
             continue
         lines.append(f"| {r['method']} | {r['images']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['cf']:.2f} | "
                      f"{r['cf_truth']:.2f} | {r['delta_cf']:.2f} |" + "".join(f" {c} |" for c in cells))
+    if any("hint_error" in r for r in table):
+        lines.append("(hint err: mean |ab(output) - ab(point)| in Lab units inside the points' patches, full "
+                     "resolution; hint err orig.: the same for the original, the patches' own spread around their mean colour)")
     if extra and extra[0][0] == "fd_vgg16":
         lines.append("(FD-VGG16: Fréchet distance between the VGG16 relu5_3 features of these photos and of the "
                      "originals; lower is closer. Not FID: compare it only within this table.)")
@@ -112,7 +118,8 @@ def write_reports(rows: list[dict], out_dir: Path, grid: list[np.ndarray] | None
     (if given), atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "method", "psnr", "ssim", "cf", "cf_truth"])
+    hinted = [k for k in ("hint_error", "hint_error_truth") if any(k in r for r in rows)]
+    writer = csv.DictWriter(buf, fieldnames=["file", "method", "psnr", "ssim", "cf", "cf_truth"] + hinted)
     writer.writeheader()
     writer.writerows(rows)
     paths = {"csv": out_dir / "metrics.csv", "json": out_dir / "metrics.json"}
@@ -184,13 +191,21 @@ def format_flicker(rows: list[dict]) -> str:
 
 
 def evaluate_inputs(colorizer: Colorizer, folders: list[Path], out_root: Path, *, batch_size: int, max_pixels: int,
-                    smoothing: float, grid: bool, open_scorers) -> int:
+                    smoothing: float, grid: bool, open_scorers, hints: str | int | None = None,
+                    reference: str | None = None) -> int:
     """``--mode evaluate``: one table per folder of colour photos (the model beside the grey baseline; FD-VGG16
     and, if asked for, FID/IS from ``open_scorers()``, loaded at the first folder of photos), a flicker table
-    per folder of videos; CSV/JSON (and a grid with ``grid``) under ``out_root``. Returns the exit status."""
+    per folder of videos; CSV/JSON (and a grid with ``grid``) under ``out_root``. Returns the exit status.
+    With ``hints`` (--hints N: simulated colour points per photo) or ``reference`` (--reference self|other), photos
+    are scored with those hints and beside their trivial baselines instead (GuidedEvaluate)."""
+    from GuidedEvaluate import evaluate_guided_folder, parse_setting
     from ImageIO import find_images, split_videos
     from Metrics import summarise
 
+    setting = parse_setting(hints, reference)
+    if setting is not None and not colorizer.guided:
+        from Hints import no_hints_error
+        raise no_hints_error(colorizer.name)  # before any photo is read
     failures, scorers = 0, None
     for folder in folders:
         images, clips = split_videos(find_images(folder, videos=True))
@@ -202,13 +217,17 @@ def evaluate_inputs(colorizer: Colorizer, folders: list[Path], out_root: Path, *
         scorers = scorers or open_scorers()
         for scorer in scorers:
             scorer.reset()
-        rows, grid_rows, failed = evaluate_folder(colorizer, images, batch_size, grid_height=160 if grid else 0,
-                                                  max_pixels=max_pixels, scorers=scorers)
+        if setting is None:
+            rows, grid_rows, failed = evaluate_folder(colorizer, images, batch_size, grid_height=160 if grid else 0,
+                                                      max_pixels=max_pixels, scorers=scorers)
+        else:
+            rows, grid_rows, failed = evaluate_guided_folder(colorizer, images, [setting], max_pixels=max_pixels,
+                                                             scorers=scorers, grid_height=160 if grid else 0)
         failures += len(failed)
         if not rows:
-            raise ValueError(f"{folder}: no image could be read")
+            raise ValueError(f"{folder}: no {'colour photo' if setting else 'image'} could be read")
         table = add_distribution_scores(summarise(rows), scorers) if len(rows) >= 4 else summarise(rows)
-        print(f"\n{folder} ({len(rows) // 2} photos)\n{format_table(table)}")
+        print(f"\n{folder} ({table[0]['images']} photos)\n{format_table(table)}")
         print("wrote " + ", ".join(str(p) for p in write_reports(rows, out_dir, grid_rows, table).values()))
     if failures:
         print(f"{failures} file(s) could not be read (listed above)", file=sys.stderr)

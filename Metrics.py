@@ -53,7 +53,8 @@ def delta_cf(pred_cfs: list[float], truth_cfs: list[float]) -> float:
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per-image rows {"method", "psnr", "ssim", "cf", "cf_truth"} -> one row per method with means and delta_cf."""
+    """Per-image rows {"method", "psnr", "ssim", "cf", "cf_truth"} -> one row per method with means and delta_cf;
+    and the means of "hint_error" and "hint_error_truth" for a method whose rows all have them."""
     table = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
@@ -65,4 +66,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             "cf_truth": float(np.mean([r["cf_truth"] for r in mine])),
             "delta_cf": delta_cf([r["cf"] for r in mine], [r["cf_truth"] for r in mine]),
         })
+        for key in ("hint_error", "hint_error_truth"):  # rows of photos given colour points (GuidedEvaluate)
+            if all(key in r for r in mine):
+                table[-1][key] = float(np.mean([r[key] for r in mine]))
     return table
