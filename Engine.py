@@ -131,7 +131,8 @@ def run_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     return evaluate_inputs(colorizer, input_paths(args, paths.examples_dir),
                            Path(args.output) if args.output else paths.results_dir / "evaluation",
                            batch_size=args.batch_size or 8, max_pixels=int(args.max_megapixels * 1e6),
-                           smoothing=args.temporal_smoothing, grid=bool(args.output), open_scorers=scorers)
+                           smoothing=args.temporal_smoothing, grid=bool(args.output), open_scorers=scorers,
+                           hints=args.hints, reference=args.reference)
 
 
 def run_serve(args: argparse.Namespace, paths: Paths) -> int:

@@ -1,5 +1,7 @@
 """Release files that cannot break silently: the .pt export's checks, ONNX parity, and the shipped file itself."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -166,7 +168,8 @@ def test_shipped_model_is_intact():
 
 
 def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
-    """weights/colorizer.onnx: finite, its metadata, and ONNX Runtime's CPU output equal to torch's on the .pt."""
+    """weights/colorizer.onnx: finite, its metadata, and ONNX Runtime's CPU output (ab and entropy) equal to torch's on
+    the .pt, with no hints and with points and a global hint on every input."""
     ort = pytest.importorskip("onnxruntime")
     from References import VERSION
     assert SHIPPED_ONNX.stat().st_size <= 40 * 2 ** 20
@@ -176,14 +179,18 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     meta = session.get_modelmeta().custom_metadata_map
     model, ckpt = load_checkpoint(SHIPPED, CPU)
     cfg = ckpt["model_config"]
-    keys = ("image_size", "loss", "temperature", "members", "weights", "version")
+    keys = ("image_size", "loss", "temperature", "members", "guided", "weights", "version")
     assert tuple(meta[k] for k in keys) == (str(cfg.image_size), cfg.loss, str(cfg.temperature), str(cfg.members),
-                                            "float16", VERSION)
-    L = Export.reference_batch(cfg.image_size)
+                                            str(int(cfg.guided)), "float16", VERSION)
+    bins = ckpt["extras"]["ab_bins"]
+    assert np.allclose(np.array(json.loads(meta["ab_bins"])), bins.numpy(), atol=1e-3)
+    inputs = Export.graph_inputs(cfg, Export.reference_batch(cfg.image_size), len(bins))
     with torch.no_grad():
-        want = Export.ColorizerGraph(model, cfg, ckpt["extras"]["ab_bins"])(L)
-    diff = ab_difference(torch.from_numpy(session.run(["ab"], {"L": L.numpy()})[0]), want)
+        want_ab, want_entropy = Export.ColorizerGraph(model, cfg, bins, entropy=True)(*inputs)
+    got_ab, got_entropy = session.run(["ab", "entropy"], {n: x.numpy() for n, x in zip(Export.GRAPH_INPUTS, inputs)})
+    diff = ab_difference(torch.from_numpy(got_ab), want_ab)
     assert diff["max"] <= ONNX_TOLERANCE["max"] and diff["mean"] <= ONNX_TOLERANCE["mean"]
+    assert float((torch.from_numpy(got_entropy) - want_entropy).abs().max()) <= Export.ENTROPY_TOLERANCE
 
 
 def check_table_rows(tmp_path, folders: dict) -> None:
