@@ -1,6 +1,7 @@
 """Timings of the colour-space hot paths (a script that prints figures, not a test).
 
-Each figure is the median of ``--repeats`` calls in this process, after one warm-up call:
+Each figure is the median of ``--repeats`` calls in this process, after one warm-up call, as wall time and as
+CPU time of the process (all threads; steadier than wall time on a shared machine):
   * ``FullResolution.recombine_image`` on a synthetic 48 MP greyscale scan and a 12 MP colour image
     with smooth random ab strong enough to push many pixels out of gamut (upsampling, gamut fit, sRGB);
   * ``FullResolution.working_L`` of the 48 MP scan (resize + Lab L at 128);
@@ -26,15 +27,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls, after one warm-up call."""
+def median_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) time of ``fn()`` in milliseconds over ``repeats`` calls, after one warm-up call."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
 def smooth_ab(rng: np.random.Generator, h: int = 64, w: int = 64, strength: float = 0.6) -> np.ndarray:
@@ -81,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         ("lab_to_rgb, 16x3x128x128 (1 thread)", lambda: lab_to_rgb(lab3)),
     ]
     print(f"{Path(args.repo).resolve().name}: median of {args.repeats}, {FR.threads()} thread(s) for strips")
-    print("| what | ms |\n|---|---:|")
+    print("| what | wall ms | CPU ms |\n|---|---:|---:|")
     for name, fn in (r for r in rows if args.only in r[0]):
-        print(f"| {name} | {median_ms(fn, args.repeats):.2f} |", flush=True)
+        wall, cpu = median_ms(fn, args.repeats)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} |", flush=True)
     return 0
 
 
