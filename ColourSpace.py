@@ -171,14 +171,15 @@ def fit_gamut(fy: Array, Y: Array, a: Array, b: Array, steps: int = GAMUT_STEPS)
     bad = ~_in_gamut(lin)
     if not bad.any():
         return GamutFit(lin, bad, fy[bad])
-    fy, y_terms, a, b = fy[bad], tuple(t[bad] for t in y_terms), a[bad], b[bad]
+    idx = xp.where(bad)  # indices, found once: cheaper than a boolean mask for each of the 9 uses below
+    fy, y_terms, a, b = fy[idx], tuple(t[idx] for t in y_terms), a[idx], b[idx]
     lo, hi = xp.zeros_like(fy), xp.ones_like(fy)
     for _ in range(steps):
         mid = (lo + hi) * 0.5
         ok = _in_gamut(_linear_of(fy, y_terms, a * mid, b * mid))
         lo, hi = xp.where(ok, mid, lo), xp.where(ok, hi, mid)
     for c, fitted in zip(lin, _linear_of(fy, y_terms, a * lo, b * lo)):
-        c[bad] = fitted
+        c[idx] = fitted
     return GamutFit(lin, bad, lo)
 
 
