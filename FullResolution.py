@@ -6,18 +6,22 @@ RGB, except the network:
     bilinear resize done as a horizontal pass per strip, then a vertical pass on the narrow result
     (Pillow's float resampler: the filter that ``LoadData.resize_to_square``'s PyTorch
     ``antialias=True`` was written to match, within 1e-5, without a full-size float copy);
-  * ``lab_of``: numpy sRGB -> CIE Lab for small images (the inference path's only Lab conversion).
+  * ``lab_of``: ``ColourSpace.rgb_to_lab`` for small images, grey or RGB (the inference path's only
+    Lab conversion).
   * ``recombine_image``: low-resolution ab laid over the image's own full-resolution L, strip by
     strip: bilinear upsampling (PyTorch's align_corners=False formula), the gamut fit, sRGB.
+The colour formulas are ``ColourSpace``'s (the project's one implementation); this module adds only
+lookup tables built from them and the strip bookkeeping.
 Only the uint8 input, the uint8 output and O(``STRIP_PIXELS``) float32 buffers are ever held.
 Strips are cut by rows; a row longer than ``STRIP_PIXELS`` is cut into tiles along it too, so a
 39 000 000 x 1 image needs no more than a square one. numpy, Pillow and the standard library
 only: this module runs in the light install (no torch).
 
-The gamut fit keeps L and hue and shrinks chroma by a 12-step bisection on the scale, as
-LoadData.fit_to_gamut does, but in linear RGB (the sRGB curve is monotone, so the test needs no
-gamma) and only over the pixels of a strip that are out of gamut. Linear -> sRGB uint8 uses a
-65536-entry table (within 0.05 of a grey level of the exact curve before rounding).
+The gamut fit (``ColourSpace.fit_gamut``) keeps L and hue and shrinks chroma by a 12-step bisection
+on the scale, in linear RGB and only over the pixels of a strip that are out of gamut; a strip's
+f(Y) and Y come from tables of the sRGB curve for uint8/uint16 pixels. Linear -> sRGB uint8 uses a
+65536-entry table of ``ColourSpace.linear_to_srgb`` (within 0.05 of a grey level of the exact curve
+before rounding).
 
 Usage:
     L = working_L(img, 128)                     # img: (H, W) or (H, W, 3), uint8/uint16
@@ -33,20 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+import ColourSpace as CS
 from ImageIO import to_float
 from References import LAB
 
 STRIP_PIXELS = 1 << 20  # pixels per strip: about 60 MB of float32 buffers at most
-GAMUT_STEPS = 12
-GAMUT_TOL = 1e-4  # in sRGB units, as LoadData.fit_to_gamut
-
-_M = np.array(LAB.xyz_from_rgb, dtype=np.float64)
-_M_INV = np.linalg.inv(_M).astype(np.float32)
-_Y_WEIGHTS = _M[1].astype(np.float32)  # relative luminance of linear R, G, B (sums to 1)
-_WHITE = np.array(LAB.white, dtype=np.float32)
-# the in-gamut test in linear RGB, equivalent to sRGB in [-tol, 1 + tol]
-_LIN_LO = np.float32(-GAMUT_TOL / 12.92)
-_LIN_HI = np.float32(((1 + GAMUT_TOL + 0.055) / 1.055) ** 2.4)
 
 
 def strips(height: int, width: int, pixels: int = STRIP_PIXELS) -> Iterator[tuple[int, int]]:
@@ -67,27 +62,21 @@ def tiles(height: int, width: int, pixels: int = STRIP_PIXELS) -> Iterator[tuple
 
 @functools.cache
 def _to_linear_lut(levels: int) -> np.ndarray:
-    v = np.arange(levels, dtype=np.float64) / (levels - 1)
-    return np.where(v > LAB.srgb_threshold, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
+    """Linear value of each of ``levels`` sRGB code values, float32 (computed in float64)."""
+    return CS.srgb_to_linear(np.arange(levels, dtype=np.float64) / (levels - 1)).astype(np.float32)
 
 
 @functools.cache
 def _to_srgb8_lut() -> np.ndarray:
-    lin = np.arange(65536, dtype=np.float64) / 65535
-    srgb = np.where(lin > LAB.linear_threshold, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
+    """sRGB uint8 of linear values k / 65535, rounded half up."""
+    srgb = CS.linear_to_srgb(np.arange(65536, dtype=np.float64) / 65535)
     return np.floor(np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _fy(Y: np.ndarray) -> np.ndarray:
-    """Lab's f(Y) of relative luminance Y in [0, 1] (L = 116 f - 16), float32."""
-    return np.where(Y > np.float32(LAB.xyz_epsilon), np.cbrt(np.maximum(Y, np.float32(1e-12))),
-                    np.float32(LAB.xyz_kappa) * Y + np.float32(16.0 / 116.0)).astype(np.float32)
 
 
 @functools.cache
 def _grey_luts(levels: int) -> tuple[np.ndarray, np.ndarray]:
     Y = _to_linear_lut(levels)  # a grey pixel's R = G = B, and the Y weights sum to 1
-    return _fy(Y), Y
+    return CS.f_lab(Y), Y
 
 
 def image_fy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,52 +86,15 @@ def image_fy(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         fy_lut, y_lut = _grey_luts(levels)
         return fy_lut[img], y_lut[img]
     lut = _to_linear_lut(levels)
-    Y = lut[img[..., 0]] * _Y_WEIGHTS[0] + lut[img[..., 1]] * _Y_WEIGHTS[1] + lut[img[..., 2]] * _Y_WEIGHTS[2]
-    return _fy(Y), Y
+    Y = CS.luminance(lut[img[..., 0]], lut[img[..., 1]], lut[img[..., 2]])
+    return CS.f_lab(Y), Y
 
 
-def _f_inv(t: np.ndarray) -> np.ndarray:
-    return np.where(t > np.float32(LAB.lab_f_threshold), t * t * t,
-                    (t - np.float32(16.0 / 116.0)) * np.float32(1.0 / LAB.xyz_kappa))
-
-
-def _to_linear(fy: np.ndarray, y_terms: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Lab as (f(Y), Y's share of each linear channel (3, N), a, b) -> linear RGB (3, N) float32, unclipped."""
-    X = _f_inv(fy + a * np.float32(1 / 500.0)) * _WHITE[0]
-    Z = _f_inv(np.maximum(fy - b * np.float32(1 / 200.0), np.float32(0.0))) * _WHITE[2]
-    lin = np.empty((3,) + fy.shape, np.float32)
-    for i in range(3):
-        lin[i] = _M_INV[i, 0] * X + _M_INV[i, 2] * Z + y_terms[i]
-    return lin
-
-
-def _in_gamut(lin: np.ndarray) -> np.ndarray:
-    return ((lin >= _LIN_LO) & (lin <= _LIN_HI)).all(axis=0)
-
-
-def fit_gamut(fy: np.ndarray, Y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Linear RGB (3, N) of Lab pixels given as f(Y), Y, a, b (N,), with chroma shrunk just enough to be
-    displayable (12-step bisection on the chroma scale, only over the pixels that need it); L and hue kept."""
-    y_terms = _M_INV[:, 1:2] * Y[None]
-    lin = _to_linear(fy, y_terms, a, b)
-    bad = np.flatnonzero(~_in_gamut(lin))
-    if bad.size:
-        fy, y_terms, a, b = fy[bad], y_terms[:, bad], a[bad], b[bad]
-        lo = np.zeros(bad.size, np.float32)
-        hi = np.ones(bad.size, np.float32)
-        for _ in range(GAMUT_STEPS):
-            mid = (lo + hi) * np.float32(0.5)
-            ok = _in_gamut(_to_linear(fy, y_terms, a * mid, b * mid))
-            lo = np.where(ok, mid, lo)
-            hi = np.where(ok, hi, mid)
-        lin[:, bad] = _to_linear(fy, y_terms, a * lo, b * lo)
-    return lin
-
-
-def linear_to_srgb8(lin: np.ndarray) -> np.ndarray:
-    """Linear RGB (3, N) -> sRGB uint8 (N, 3), clipped (values are in gamut to within GAMUT_TOL)."""
+def linear_to_srgb8(lin: np.ndarray, out: np.ndarray) -> None:
+    """Linear values (any shape, in gamut to within ColourSpace.GAMUT_TOL) -> sRGB uint8 written into ``out``
+    (same shape; may be a strided view, e.g. one channel of the output image), clipped to [0, 1] first."""
     idx = (np.clip(lin, 0.0, 1.0) * np.float32(65535.0) + np.float32(0.5)).astype(np.uint16)
-    return _to_srgb8_lut()[idx.T]
+    out[...] = _to_srgb8_lut()[idx]
 
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,8 +136,9 @@ def recombine(fy_of: Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray
             left = small[:, :, x0[c0:c1]]
             ab = left + (small[:, :, x1[c0:c1]] - left) * wx[c0:c1]  # (2, rows, cols)
             a, b = ab[0].reshape(-1), ab[1].reshape(-1)
-        lin = fit_gamut(fy, Y, a, b)
-        out[r0:r1, c0:c1] = linear_to_srgb8(lin[::-1] if bgr else lin).reshape(r1 - r0, c1 - c0, 3)
+        lin = CS.fit_gamut(fy, Y, a, b).linear
+        for i, channel in enumerate(lin[::-1] if bgr else lin):
+            linear_to_srgb8(channel.reshape(r1 - r0, c1 - c0), out[r0:r1, c0:c1, i])
 
     # Blocks of STRIP_PIXELS / threads pixels, so the float buffers stay O(STRIP_PIXELS) in all.
     n = threads()
@@ -210,8 +163,8 @@ def recombine_image(img: np.ndarray, ab_small: np.ndarray | None, out: np.ndarra
 def recombine_L(L: np.ndarray, ab_small: np.ndarray | None) -> np.ndarray:
     """Lab L (H, W) float in [0, 100] plus ab (2, h, w) in [-1, 1] (None: grey) -> uint8 RGB (H, W, 3)."""
     def fy_of(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        fy = (np.asarray(L[r0:r1, c0:c1], np.float32) + np.float32(16.0)) / np.float32(116.0)
-        return fy, _f_inv(fy)
+        fy = CS.f_of_L(np.asarray(L[r0:r1, c0:c1], np.float32))
+        return fy, CS.f_lab_inv(fy)
     return recombine(fy_of, L.shape[0], L.shape[1], ab_small)
 
 
@@ -242,17 +195,12 @@ def working_L(img: np.ndarray, size: int) -> np.ndarray:
 
 def lab_of(rgb: np.ndarray, channels_first: bool = False) -> np.ndarray:
     """sRGB float in [0, 1] (H, W, 3), (3, H, W) with ``channels_first``, or grey (H, W) / (1, H, W) ->
-    CIE Lab (D65) (3, H, W) float32: L in [0, 100], a and b about [-110, 110] (the formulas of
-    LoadData.rgb_to_lab, which matches scikit-image)."""
+    CIE Lab (D65) (3, H, W) float32: L in [0, 100], a and b about [-110, 110] (``ColourSpace.rgb_to_lab``)."""
     x = np.asarray(rgb, np.float32)
     if x.ndim == 2:
         x = x[None]
     elif not channels_first:
         x = np.moveaxis(x, -1, 0)
-    lin = np.where(x > np.float32(LAB.srgb_threshold), ((x + np.float32(0.055)) / np.float32(1.055)) ** 2.4,
-                   x / np.float32(12.92)).astype(np.float32)
-    if lin.shape[0] == 1:
-        lin = np.repeat(lin, 3, axis=0)
-    xyz = np.einsum("ij,jhw->ihw", _M.astype(np.float32), lin) / _WHITE[:, None, None]
-    fx, fy, fz = (_fy(c) for c in xyz)
-    return np.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz))).astype(np.float32)
+    if x.shape[0] == 1:
+        x = np.broadcast_to(x, (3,) + x.shape[1:])
+    return CS.rgb_to_lab(x, axis=0)

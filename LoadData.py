@@ -3,8 +3,8 @@
 Owns every step between a file on disk and the network's input/target:
   * ``load_rgb``: ``ImageIO.load_image`` (decoding, limits, EXIF; re-exported here, torch-free) as
     float32 RGB in [0, 1];
-  * ``rgb_to_lab`` / ``lab_to_rgb``: vectorised sRGB(D65) <-> CIE Lab in torch, matching
-    scikit-image within 1e-3;
+  * ``rgb_to_lab`` / ``lab_to_rgb`` / ``fit_to_gamut``: sRGB (D65) <-> CIE Lab on tensors, thin
+    wrappers of ``ColourSpace`` (the one implementation, shared with the numpy inference path);
   * ``normalize_lab`` / ``denormalize_lab``: Lab <-> network units, L and ab in [-1, 1];
   * ``ColorizationDataset``: a recursive image folder yielding ``{"L": (1,S,S), "ab": (2,S,S)}``.
 
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+import ColourSpace
 from ImageIO import ImageReadError, as_rgb, find_images, load_image, to_float
 from References import LAB
 
@@ -41,28 +42,13 @@ def load_rgb(path: str | Path | BinaryIO, name: str | None = None, max_pixels: i
     return to_float(as_rgb(load_image(path, name, max_pixels, formats)))
 
 
-def _f_lab(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t > LAB.xyz_epsilon, t.clamp_min(1e-12).pow(1.0 / 3.0), LAB.xyz_kappa * t + 16.0 / 116.0)
-
-
-def _f_lab_inv(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t > LAB.lab_f_threshold, t.pow(3), (t - 16.0 / 116.0) / LAB.xyz_kappa)
-
-
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB -> CIE Lab (D65), channels first.
+    """sRGB -> CIE Lab (D65), channels first (``ColourSpace.rgb_to_lab`` on the tensor, as float32).
 
     rgb: (..., 3, H, W) float in [0, 1]. Returns (..., 3, H, W): L in [0, 100],
     a and b roughly in [-110, 110].
     """
-    rgb = rgb.float()
-    lin = torch.where(rgb > LAB.srgb_threshold, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
-    m = torch.tensor(LAB.xyz_from_rgb, dtype=lin.dtype, device=lin.device)
-    white = torch.tensor(LAB.white, dtype=lin.dtype, device=lin.device).view(3, 1, 1)
-    xyz = torch.einsum("ij,...jhw->...ihw", m, lin) / white
-    f = _f_lab(xyz)
-    fx, fy, fz = f.unbind(-3)
-    return torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+    return ColourSpace.rgb_to_lab(rgb.float())
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -72,49 +58,22 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     Out-of-gamut colours are clipped per channel; use ``fit_to_gamut`` first to
     keep L exact.
     """
-    return lab_to_rgb_unclipped(lab).clamp(0.0, 1.0)
+    return ColourSpace.lab_to_rgb(lab.float())
 
 
 def lab_to_rgb_unclipped(lab: torch.Tensor) -> torch.Tensor:
     """Like ``lab_to_rgb`` but without the final clip (values may leave [0, 1])."""
-    lab = lab.float()
-    L, a, b = lab.unbind(-3)
-    fy = (L + 16.0) / 116.0
-    fx = fy + a / 500.0
-    fz = (fy - b / 200.0).clamp_min(0.0)
-    white = torch.tensor(LAB.white, dtype=lab.dtype, device=lab.device).view(3, 1, 1)
-    xyz = _f_lab_inv(torch.stack((fx, fy, fz), dim=-3)) * white
-    m_inv = torch.linalg.inv(torch.tensor(LAB.xyz_from_rgb, dtype=torch.float64)).to(lab.dtype).to(lab.device)
-    lin = torch.einsum("ij,...jhw->...ihw", m_inv, xyz)
-    pos = lin.clamp_min(0.0)
-    return torch.where(lin > LAB.linear_threshold, 1.055 * pos.pow(1.0 / 2.4) - 0.055, 12.92 * lin)
+    return ColourSpace.lab_to_rgb(lab.float(), clip=False)
 
 
-def fit_to_gamut(lab: torch.Tensor, steps: int = 12) -> torch.Tensor:
-    """Shrink each pixel's chroma just enough that it is a valid sRGB colour.
+def fit_to_gamut(lab: torch.Tensor, steps: int = ColourSpace.GAMUT_STEPS) -> torch.Tensor:
+    """Shrink each pixel's chroma just enough that it is a valid sRGB colour (``ColourSpace.fit_to_gamut``).
 
     lab: (..., 3, H, W). L and hue are kept; only |ab| is scaled down (bisection on
     the scale, only over pixels that are out of gamut). Clipping RGB instead would
     shift L, and the brightness of a photo is the one thing we must not change.
     """
-    tol = 1e-4
-    rgb = lab_to_rgb_unclipped(lab)
-    bad = ((rgb < -tol) | (rgb > 1 + tol)).any(dim=-3)  # (..., H, W)
-    if not bad.any():
-        return lab
-    flat = lab.movedim(-3, -1)[bad]  # (N, 3)
-    lo = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
-    hi = torch.ones_like(lo)
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        trial = torch.cat((flat[:, :1], flat[:, 1:] * mid[:, None]), dim=1)
-        rgb_t = lab_to_rgb_unclipped(trial.T[:, :, None]).squeeze(-1).T
-        ok = ((rgb_t >= -tol) & (rgb_t <= 1 + tol)).all(dim=1)
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    out = lab.movedim(-3, -1).clone()
-    out[bad] = torch.cat((flat[:, :1], flat[:, 1:] * lo[:, None]), dim=1)
-    return out.movedim(-1, -3)
+    return ColourSpace.fit_to_gamut(lab, steps=steps)
 
 
 def normalize_lab(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
