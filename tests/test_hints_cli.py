@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import Batch
 import Engine
 from conftest import ROOT, TINY, real_photo
 from Hints import hex_to_ab, parse_hints

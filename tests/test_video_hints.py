@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import Video
-from guided_helpers import fake_guided, hint_format, hint_json, shipped_guided  # noqa: F401 (a fixture)
+from guided_helpers import fake_guided, hint_json, shipped_guided
 from Hints import HintError
 
 W, H, FRAMES, STEP, SIDE, TOP = 256, 192, 30, 3, 64, 64  # the square: SIDE px, from x = 10 + STEP * t
@@ -69,7 +69,7 @@ def points_of(*entries: dict):
     return Hints.parse_hints(hint_json(*entries), "square.json")
 
 
-def test_a_point_on_frame_k_colours_frame_k_and_is_carried_on(hint_format):
+def test_a_point_on_frame_k_colours_frame_k_and_is_carried_on():
     colorizer = fake_guided()
     plain, hinted = run(colorizer), run(colorizer, points_of(red_point()))
     for t in range(K):  # before its frame, the point changes nothing
@@ -84,7 +84,7 @@ def test_a_point_on_frame_k_colours_frame_k_and_is_carried_on(hint_format):
     assert on_square > 10 and left_behind < on_square / 2, (on_square, left_behind)
 
 
-def test_a_point_on_frame_k_goes_into_frame_k_only(hint_format):
+def test_a_point_on_frame_k_goes_into_frame_k_only():
     """Without smoothing each frame is its own prediction: only frame K may change."""
     colorizer = fake_guided()
     plain, hinted = run(colorizer, smoothing=0.0), run(colorizer, points_of(red_point()), smoothing=0.0)
@@ -92,7 +92,7 @@ def test_a_point_on_frame_k_goes_into_frame_k_only(hint_format):
     assert changed == [K]
 
 
-def test_the_hinted_frame_shows_the_users_colour_not_the_carried_one(hint_format):
+def test_the_hinted_frame_shows_the_users_colour_not_the_carried_one():
     """On its frame the point's colour is as strong with smoothing as without (the carried estimate gives way
     under the point), rather than a fifth of it."""
     colorizer = fake_guided()
@@ -102,7 +102,7 @@ def test_the_hinted_frame_shows_the_users_colour_not_the_carried_one(hint_format
     assert smoothed == pytest.approx(alone, abs=2.0)
 
 
-def test_a_point_without_frame_applies_to_every_frame(hint_format):
+def test_a_point_without_frame_applies_to_every_frame():
     colorizer = fake_guided()
     hinted = run(colorizer, points_of(red_point(frame=None)), smoothing=0.0)
     x, y = centre(K)
@@ -119,7 +119,7 @@ def test_a_reference_applies_to_the_whole_film():
     assert max(b) < -10  # every frame is bluish
 
 
-def test_the_shipped_model_follows_a_point_on_its_frame(hint_format):
+def test_the_shipped_model_follows_a_point_on_its_frame():
     """The same with the shipped model (skipped while it takes no hints): a red point on frame K reddens
     frame K there and, carried by the stabiliser, the square on the next frames; frames before K keep
     their colour."""
@@ -147,7 +147,7 @@ def film(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("film") / "square.mkv", grey, (W, H), Fraction(24))
 
 
-def test_a_frame_beyond_the_end_names_the_file_and_entry_and_writes_nothing(film, tmp_path, hint_format):
+def test_a_frame_beyond_the_end_names_the_file_and_entry_and_writes_nothing(film, tmp_path):
     points = points_of(red_point(frame=3), red_point(frame=12))  # the film has frames 0..11
     dst = tmp_path / "out.mp4"
     with pytest.raises(HintError) as e:
@@ -160,7 +160,7 @@ def test_a_frame_beyond_the_end_names_the_file_and_entry_and_writes_nothing(film
     assert ok.frames == 12 and dst.is_file()
 
 
-def test_a_bad_film_hint_fails_that_film_only(film, tmp_path, hint_format, capsys):
+def test_a_bad_film_hint_fails_that_film_only(film, tmp_path, capsys):
     outside = {"x": W + 5, "y": 10, "color": RED}
     report = Video.colorize_videos(fake_guided(), [film, film], film.parent, tmp_path, smoothing=0.8,
                                    outputs=[tmp_path / "bad.mp4", tmp_path / "good.mp4"], progress=False,
@@ -172,7 +172,7 @@ def test_a_bad_film_hint_fails_that_film_only(film, tmp_path, hint_format, capsy
     assert "error: bad.json" in capsys.readouterr().err
 
 
-def test_hints_for_an_unguided_model_are_refused_before_decoding(tiny_checkpoint, tmp_path, hint_format):
+def test_hints_for_an_unguided_model_are_refused_before_decoding(tiny_checkpoint, tmp_path):
     from Inference import Colorizer
     colorizer = Colorizer.from_checkpoint(tiny_checkpoint)
     with pytest.raises(HintError, match="takes no colour points"):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import real_photo
-from guided_helpers import fake_guided, hint_format, hint_json, shipped_guided  # noqa: F401 (a fixture)
+from guided_helpers import fake_guided, hint_json, shipped_guided
 
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
 import WebApp  # noqa: E402
@@ -63,7 +63,7 @@ def client():
 
 
 @pytest.mark.parametrize("as_file", [True, False], ids=["file-part", "text-field"])
-def test_hints_colour_the_photo_near_the_point(client, hint_format, as_file):
+def test_hints_colour_the_photo_near_the_point(client, as_file):
     plain, hinted = post(client), post(client, hints=hint_json(POINT), hints_as_file=as_file)
     assert plain.status_code == 200 and hinted.status_code == 200, hinted.json
     assert Image.open(io.BytesIO(hinted.data)).size == (W, H)
@@ -79,7 +79,7 @@ def test_a_reference_gives_its_colours(client):
     assert lab(guided.data)[..., 2].mean() < lab(plain.data)[..., 2].mean() - 10  # bluer everywhere
 
 
-def test_hints_and_reference_together(client, hint_format):
+def test_hints_and_reference_together(client):
     r = post(client, hints=hint_json(POINT), reference=BLUE)
     assert r.status_code == 200, r.json
     assert a_near(r.data, 40, 30) > 15 and lab(r.data)[80:, 100:, 2].mean() < -10
@@ -105,7 +105,7 @@ BAD = [  # (what, hints, reference, status, words the one line holds)
 
 
 @pytest.mark.parametrize("what,hints,reference,status,words", BAD, ids=[b[0] for b in BAD])
-def test_bad_hints_get_their_status_and_one_line(client, hint_format, what, hints, reference, status, words):
+def test_bad_hints_get_their_status_and_one_line(client, what, hints, reference, status, words):
     r = post(client, hints=hints, reference=reference)
     assert r.status_code == status, (what, r.status_code, r.data[:200])
     message = r.json["error"]
@@ -157,7 +157,7 @@ def unguided(tiny_checkpoint):
 
 
 @pytest.mark.parametrize("field", ["hints", "reference"])
-def test_an_unguided_model_refuses_hints_with_400(unguided, hint_format, field):
+def test_an_unguided_model_refuses_hints_with_400(unguided, field):
     r = post(unguided, hints=hint_json(POINT)) if field == "hints" else post(unguided, reference=BLUE)
     assert r.status_code == 400
     message = r.json["error"]
@@ -207,7 +207,7 @@ def test_a_large_reference_is_shrunk_before_its_colours_are_counted(monkeypatch)
     assert r.status_code == 200 and seen == [(256, 256, 3)], seen
 
 
-def test_the_shipped_model_follows_a_point(hint_format):
+def test_the_shipped_model_follows_a_point():
     """The same with the shipped model (skipped while it takes no hints): red near a red point."""
     client = create_app(shipped_guided()).test_client()
     plain, hinted = post(client), post(client, hints=hint_json(POINT))
@@ -232,7 +232,7 @@ def shown_lab(page, x: int, y: int, r: int = 3) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3).mean(0)
 
 
-def test_the_page_sends_the_reference_and_hints_files(tmp_path, hint_format):
+def test_the_page_sends_the_reference_and_hints_files(tmp_path):
     """Headless Chromium on a real server (fake guided model): the hints file chosen in the page reddens the
     photo at its point, a reference chosen next makes the rest blue; a bad hints file is shown as the server's
     line about the hints, not as a bad photo. No broken-image icons before an upload."""
