@@ -308,18 +308,16 @@ def _plain(v: float) -> int | float:
 def ab_to_hex(ab: tuple[float, float]) -> str:
     """Lab (a, b) -> "#rrggbb": the colour of that chroma at the lightness (20 to 90) where it lies inside the sRGB
     gamut, or nearest to it (then clipped into it)."""
-    white = np.array(LAB.white)
-    inverse = np.linalg.inv(np.array(LAB.xyz_from_rgb))
+    import ColourSpace
+
     best, excess = np.zeros(3), np.inf
     for L in sorted(np.arange(20.0, 91.0, 2.5), key=lambda v: abs(v - 55.0)):  # mid-lightness first
-        fy = (L + 16.0) / 116.0
-        f = np.array([fy + ab[0] / 500.0, fy, fy - ab[1] / 200.0])
-        lin = inverse @ (np.where(f > LAB.lab_f_threshold, f ** 3, (f - 16.0 / 116.0) / LAB.xyz_kappa) * white)
+        lin = np.array([float(c) for c in ColourSpace.lab_to_linear(np.float64(L), np.float64(ab[0]),
+                                                                     np.float64(ab[1]))])
         out = max(0.0, float(-lin.min()), float(lin.max() - 1.0))
         if out < excess:
             best, excess = lin, out
         if out == 0.0:
             break
-    lin = np.clip(best, 0.0, 1.0)
-    srgb = np.where(lin > LAB.linear_threshold, 1.055 * lin ** (1 / 2.4) - 0.055, 12.92 * lin)
-    return "#" + "".join(f"{int(round(c * 255)):02x}" for c in srgb)
+    srgb = ColourSpace.linear_to_srgb(np.clip(best, 0.0, 1.0))
+    return "#" + "".join(f"{int(round(float(c) * 255)):02x}" for c in srgb)
