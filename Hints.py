@@ -34,6 +34,9 @@ from References import LAB
 GREY_CHROMA = 3.0  # mean chroma (Lab units) under which a reference photo has no colour to give
 
 
+REFERENCE_SIDE = 1024  # a larger reference photo is area-averaged to this longer side before its colours are read
+
+
 class HintError(ValueError):
     """A hint file, a point or a reference photo that cannot be used; the message is one line naming the file."""
 
@@ -141,6 +144,11 @@ def reference_hint(image: np.ndarray, bins: np.ndarray, size: int, name: str = "
 
     if image.ndim != 3:
         raise HintError(f"{name}: the reference is a grey image; it has no colour to give")
+    h, w = image.shape[:2]
+    if max(h, w) > REFERENCE_SIDE:  # average the integer pixels down first: no full-size float copy of a big photo
+        scale = REFERENCE_SIDE / max(h, w)
+        image = cv2.resize(np.ascontiguousarray(image[..., :3]), (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
     small = cv2.resize(to_float(image)[..., :3], (size, size), interpolation=cv2.INTER_AREA)
     lab = lab_of(np.clip(small, 0.0, 1.0))
     chroma = float(np.hypot(lab[1], lab[2]).mean())

@@ -152,3 +152,28 @@ def test_a_frame_beyond_the_films_end_is_named():
     assert check(points + [pt(2, 2, frame=48)], frames=48) == (
         "hints/a.json: points[3]: frame 48 is beyond the film's end (it has 48 frames, 0 to 47)")
     assert check(points + [pt(2, 2, frame=48)]) is None  # a photo, or a film of unknown length: not checked
+
+
+def test_a_big_reference_is_read_without_a_full_size_float_copy():
+    """A large reference photo is averaged down as integers before its colours are read: numpy's peak allocation
+    stays far below one float copy of the photo (108 MB here), and the hint is the one read at full size."""
+    import tracemalloc
+
+    import cv2
+    import Quantization
+    from Hints import ab_histogram, reference_hint
+    from FullResolution import lab_of
+    from ImageIO import to_float
+
+    bins = Quantization.ab_bins(10).numpy()
+    img = np.zeros((3000, 3000, 3), np.uint8)
+    img[..., 0], img[:1500, :, 1] = 200, 120
+    img[..., 2] = np.linspace(0, 255, 3000).astype(np.uint8)
+    tracemalloc.start()
+    got = reference_hint(img, bins, 128)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40e6, peak
+    want = ab_histogram(lab_of(np.clip(cv2.resize(to_float(img), (128, 128), interpolation=cv2.INTER_AREA), 0, 1))[1:],
+                        bins)
+    assert np.abs(got - want).sum() < 0.05
