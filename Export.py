@@ -266,7 +266,14 @@ def onnx_proto(graph: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int):
                                 verbose=False)
     optimizer.fold_constants(program.model)
     optimizer.remove_unused_nodes(program.model)
-    return program.model_proto
+    proto = program.model_proto
+    # The exporter labels each node with the Python stack that made it (absolute paths of this machine, about
+    # 1 MB): debugging aids that users' files need not carry.
+    for graph in [proto.graph, *proto.functions]:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    return proto
 
 
 @torch.no_grad()

@@ -173,6 +173,9 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     ort = pytest.importorskip("onnxruntime")
     from References import VERSION
     assert SHIPPED_ONNX.stat().st_size <= 40 * 2 ** 20
+    import onnx
+    nodes = onnx.load(str(SHIPPED_ONNX), load_external_data=False).graph.node
+    assert not any(n.metadata_props or n.doc_string for n in nodes)  # no exporter stack traces (machine paths)
     inits = onnx_initializers(SHIPPED_ONNX)
     assert all(np.isfinite(a).all() for a in inits.values() if a.dtype.kind == "f")
     session = ort.InferenceSession(str(SHIPPED_ONNX), providers=["CPUExecutionProvider"])
