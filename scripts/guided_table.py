@@ -26,7 +26,7 @@ from GuidedEvaluate import REFERENCES, Setting, evaluate_guided_folder  # noqa: 
 from ImageIO import atomic_write, find_images  # noqa: E402
 from Inference import Colorizer  # noqa: E402
 from Metrics import summarise  # noqa: E402
-from References import Paths  # noqa: E402
+from References import ROOT, Paths  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "colorize-corpus"
 ROWS = "1,2,5,10,20,50,self,other"
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:  # HintError (an unguided model) is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
-    doc = {"checkpoint": str(args.checkpoint), "rows": args.rows, "limit": args.limit, "folders": entries}
+    model = args.checkpoint.resolve()  # named relative to the repository when inside it: no machine's paths
+    doc = {"checkpoint": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "rows": args.rows, "limit": args.limit, "folders": entries}
     atomic_write(args.output / "guided_table.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
     md = "\n\n".join(f"### {Path(e['folder']).name} ({e['photos']} photos)\n\n{format_table(e['table'])}"
                      for e in entries)

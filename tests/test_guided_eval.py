@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import load_script, real_photo
+from guided_helpers import shipped_guided
 from FullResolution import lab_of
 from GuidedBaselines import ab_stats, mean_std_transfer, points_baseline, spread_points
 from GuidedEvaluate import Reference, Setting, hint_error, parse_setting, photo_points, pick_reference
@@ -160,15 +161,7 @@ def test_guided_folder_runs_the_model_with_the_points_and_the_next_photos_refere
 
 @pytest.fixture(scope="module")
 def guided_model():
-    from Inference import Colorizer
-
-    path = Paths().default_checkpoint
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
-    colorizer = Colorizer.from_checkpoint(path)
-    if not colorizer.guided:
-        pytest.skip(f"{path} is not a guided model yet (it takes no colour points); the guided release replaces it")
-    return colorizer
+    return shipped_guided()
 
 
 @pytest.fixture(scope="module")
