@@ -1,7 +1,8 @@
 """The command line's options: every --flag of every mode, its default and its help. Nothing runs here.
 
 Engine.build_parser makes the parser and decides which of these each mode's --help lists. Imports
-References only, so ``colorize --help`` answers without loading numpy, OpenCV or a model.
+References only, so ``colorize --help`` answers without loading numpy, OpenCV or a model. Also turns the
+options into configs (``configs_from_args``) and says which guidance options a mode refuses (``guidance_problem``).
 
 Usage:
     ap = argparse.ArgumentParser(prog="colorize"); add_arguments(ap, ("inference", "training"))
@@ -188,3 +189,19 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member,
         hint_layers_only=args.hint_layers_only, hint_none=args.hint_none, hint_p=args.hint_p)
     return paths, cfg, tcfg
+
+
+def guidance_problem(args: argparse.Namespace) -> str | None:
+    """A usage error in --hints, --reference or --confidence for the mode, or None. Inference: the paths exist;
+    evaluate reads its own meaning of --hints and --reference (Evaluate.py); the other modes take none of them."""
+    given = [f for f, v in (("--hints", args.hints), ("--reference", args.reference),
+                            ("--confidence", args.confidence)) if v]
+    allowed = {"inference": given, "evaluate": [f for f in given if f != "--confidence"]}.get(args.mode, [])
+    if set(given) - set(allowed):
+        wrong = sorted(set(given) - set(allowed))
+        return f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --mode {args.mode}"
+    if args.mode == "inference":
+        for flag, value in (("--hints", args.hints), ("--reference", args.reference)):
+            if value and not Path(value).exists():
+                return f"{flag} {value}: no such file or folder"
+    return None

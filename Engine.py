@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from CommandLine import MODE_HELP, configs_from_args
+from CommandLine import MODE_HELP, configs_from_args, guidance_problem
 from References import LIMITS, GanConfig, ModelConfig, Paths, TrainConfig
 
 if TYPE_CHECKING:  # Batch loads numpy, OpenCV and ONNX Runtime: only once a mode runs
@@ -252,27 +252,11 @@ def check_args(args: argparse.Namespace) -> str | None:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
         return "--init-from starts a new run; --resume continues one: give only one of them"
-    problem = check_guidance_args(args)
+    problem = guidance_problem(args)
     if problem:
         return problem
     if args.mode in NEEDS_TORCH and not has_torch():
         return f"--mode {args.mode} needs the training install (torch): pip install 'colorizer[train]'"
-    return None
-
-
-def check_guidance_args(args: argparse.Namespace) -> str | None:
-    """A usage error in --hints, --reference or --confidence for the mode, or None. Inference: the paths exist;
-    evaluate reads its own meaning of --hints and --reference (Evaluate.py); the other modes take none of them."""
-    given = [f for f, v in (("--hints", args.hints), ("--reference", args.reference),
-                            ("--confidence", args.confidence)) if v]
-    allowed = {"inference": given, "evaluate": [f for f in given if f != "--confidence"]}.get(args.mode, [])
-    if set(given) - set(allowed):
-        wrong = sorted(set(given) - set(allowed))
-        return f"{' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not apply to --mode {args.mode}"
-    if args.mode == "inference":
-        for flag, value in (("--hints", args.hints), ("--reference", args.reference)):
-            if value and not Path(value).exists():
-                return f"{flag} {value}: no such file or folder"
     return None
 
 
