@@ -34,7 +34,7 @@ from References import LAB
 GREY_CHROMA = 3.0  # mean chroma (Lab units) under which a reference photo has no colour to give
 
 
-REFERENCE_SIDE = 1024  # a larger reference photo is area-averaged to this longer side before its colours are read
+REFERENCE_SHRINK = 4  # a reference's sides are cut to 4 x the working size before its colours are counted
 
 
 class HintError(ValueError):
@@ -144,17 +144,26 @@ def reference_hint(image: np.ndarray, bins: np.ndarray, size: int, name: str = "
 
     if image.ndim != 3:
         raise HintError(f"{name}: the reference is a grey image; it has no colour to give")
-    h, w = image.shape[:2]
-    if max(h, w) > REFERENCE_SIDE:  # average the integer pixels down first: no full-size float copy of a big photo
-        scale = REFERENCE_SIDE / max(h, w)
-        image = cv2.resize(np.ascontiguousarray(image[..., :3]), (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
+    image = shrink_reference(image, size)  # no full-size float copy of a big photo
     small = cv2.resize(to_float(image)[..., :3], (size, size), interpolation=cv2.INTER_AREA)
     lab = lab_of(np.clip(small, 0.0, 1.0))
     chroma = float(np.hypot(lab[1], lab[2]).mean())
     if chroma < GREY_CHROMA:
         raise HintError(f"{name}: the reference is grey (mean chroma {chroma:.1f}); it has no colour to give")
     return ab_histogram(lab[1:], bins)
+
+
+def shrink_reference(img: np.ndarray, size: int) -> np.ndarray:
+    """A decoded reference (H, W[, 3]) uint8/uint16 -> each side at most REFERENCE_SHRINK x ``size``, area-averaged
+    in its own integer type. reference_hint area-averages it to size x size: averaging 4 x 4 blocks of area
+    averages is the area average itself (up to a rounding of 1/2 level), and the float copy it makes of a
+    large photo (about 24 bytes a pixel: 1 GB for 40 MP) becomes one of 512 x 512 pixels."""
+    import cv2
+
+    side = REFERENCE_SHRINK * size
+    if img.shape[0] <= side and img.shape[1] <= side:
+        return img
+    return cv2.resize(img, (min(img.shape[1], side), min(img.shape[0], side)), interpolation=cv2.INTER_AREA)
 
 
 def simulate_points(ab: np.ndarray, n: int, rng: np.random.Generator, radius: float | None = None) -> list[Point]:

@@ -44,13 +44,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 from flask import Flask, Request, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from FullResolution import recombine_image
-from Hints import Guidance, HintError, Point, no_hints_error
+from Hints import Guidance, HintError, Point, no_hints_error, shrink_reference
 from Inference import Colorizer, encode_image
 from ImageIO import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
 from References import LIMITS, asset_dir
@@ -61,7 +60,6 @@ ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 OUTPUT_TYPES = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "jpg": ("image/jpeg", ".jpg"),
                 "webp": ("image/webp", ".webp")}
 QUEUE = 6  # uploads that may wait for a turn beyond max_concurrent (bodies only: waitress holds them anyway); more: 503
-REFERENCE_SHRINK = 4  # a reference's sides are cut to 4 x the working size before its colours are counted
 TRIM_AFTER_PIXELS = 4e6  # after an image this big, freed heap is handed back (it would otherwise stay in RSS)
 
 
@@ -301,22 +299,12 @@ def upload_guidance(colorizer: Colorizer, max_pixels: int) -> tuple[list[Point],
         return points, None
     if part.stream.seek(0, io.SEEK_END) == 0:
         raise Refused(400, "reference: the uploaded file is empty")
+    # shrunk as reference_hint would, here so that the full-size pixels are dropped before it runs
     img = shrink_reference(decode_part(part, "reference", max_pixels, unreadable=415), colorizer.cfg.image_size)
     try:
         return points, colorizer.reference_hint(img, "reference")
     except HintError as e:  # a grey reference: it has no colour to give
         raise Refused(400, str(e)) from None
-
-
-def shrink_reference(img: np.ndarray, size: int) -> np.ndarray:
-    """A decoded reference (H, W[, 3]) uint8/uint16 -> each side at most REFERENCE_SHRINK x ``size``, area-averaged
-    in its own integer type. reference_hint area-averages it to size x size: averaging 4 x 4 blocks of area
-    averages is the area average itself (up to a rounding of 1/2 level), and the float copy it makes of a
-    large photo (about 24 bytes a pixel: 1 GB for 40 MP) becomes one of 512 x 512 pixels."""
-    side = REFERENCE_SHRINK * size
-    if img.shape[0] <= side and img.shape[1] <= side:
-        return img
-    return cv2.resize(img, (min(img.shape[1], side), min(img.shape[0], side)), interpolation=cv2.INTER_AREA)
 
 
 def photo_guidance(points: list[Point], reference: np.ndarray | None, width: int, height: int
