@@ -124,6 +124,11 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                    help="with --guided: the number of points per crop is geometric with this p (mean 1/p)")
     g.add_argument("--hint-features", action="store_true",
                    help="with --guided: the point layers also see the image features at each scale")
+    g.add_argument("--refiner", type=int, default=0, metavar="WIDTH",
+                   help="train only a hint refiner of this width (e.g. 32) on the guided model given by --init-from, "
+                        "which stays frozen (Refining.py: the data lives on the device, one process); 0 = no refiner")
+    g.add_argument("--refiner-ce", type=float, default=t.refiner_ce,
+                   help="with --refiner: add this weight x the rebalanced cross-entropy to its L1 loss")
     add_gan_arguments(ap)
 
 
@@ -187,7 +192,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         else args.workers, max_train_images=args.max_train_images, samples=args.samples, rebalance=args.rebalance,
         crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
         compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member,
-        hint_layers_only=args.hint_layers_only, hint_none=args.hint_none, hint_p=args.hint_p)
+        hint_layers_only=args.hint_layers_only, hint_none=args.hint_none, hint_p=args.hint_p,
+        refiner_ce=args.refiner_ce)
     return paths, cfg, tcfg
 
 
@@ -204,4 +210,33 @@ def guidance_problem(args: argparse.Namespace) -> str | None:
         for flag, value in (("--hints", args.hints), ("--reference", args.reference)):
             if value and not Path(value).exists():
                 return f"{flag} {value}: no such file or folder"
+    return None
+
+
+def value_problem(args: argparse.Namespace) -> str | None:
+    """A usage error in an option's value, or None; fills in --max-megapixels' default for the mode."""
+    if args.max_megapixels is None:
+        args.max_megapixels = LIMITS["web_megapixels" if args.mode == "serve" else "cli_megapixels"]
+    if args.image_size < 32 or args.image_size % 16:
+        return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
+    if not args.max_megapixels > 0:
+        return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
+    if not 0 <= args.temporal_smoothing < 1:
+        return f"--temporal-smoothing must be at least 0 and below 1 (got {args.temporal_smoothing:g})"
+    if not 0 <= args.crf <= 51:
+        return f"--crf must be between 0 and 51 (got {args.crf})"
+    if args.batch_size is not None and args.batch_size < 1:
+        return f"--batch-size must be at least 1 (got {args.batch_size})"
+    if args.workers is not None and args.workers < (1 if args.mode == "inference" else 0):
+        return f"--workers must be at least {1 if args.mode == 'inference' else 0} (got {args.workers})"
+    if args.warmup_steps < 0:
+        return f"--warmup-steps must be at least 0 (got {args.warmup_steps})"
+    if args.n_critic < 1 or args.gan_pretrain_steps < 0 or args.lambda_adv < 0:
+        return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
+    if args.init_from and args.resume:
+        return "--init-from starts a new run; --resume continues one: give only one of them"
+    if args.refiner < 0 or args.refiner_ce < 0:
+        return "--refiner and --refiner-ce must be at least 0"
+    if args.refiner and (args.resume or args.gan != "none" or args.guided):
+        return "--refiner trains a refiner on a guided model given by --init-from; it takes no --resume, --gan or --guided"
     return None

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from CommandLine import MODE_HELP, configs_from_args, guidance_problem
-from References import LIMITS, GanConfig, ModelConfig, Paths, TrainConfig
+from CommandLine import MODE_HELP, configs_from_args, guidance_problem, value_problem
+from References import GanConfig, ModelConfig, Paths, TrainConfig
 
 if TYPE_CHECKING:  # Batch loads numpy, OpenCV and ONNX Runtime: only once a mode runs
     import Batch
@@ -173,6 +173,10 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     import Distributed
     from Training import fit
 
+    if args.refiner:
+        from Refining import fit_refiner
+        return fit_refiner(paths, tcfg, args.refiner, Distributed.resolve_device(args.device), args.run_name)
+
     gcfg = GanConfig(kind=args.gan, lambda_adv=args.lambda_adv, gan_loss=args.gan_loss, d_lr=args.d_lr,
                      d_width=args.d_width, lambda_gp=args.lambda_gp, n_critic=args.n_critic,
                      pretrain_steps=args.gan_pretrain_steps, collapse_steps=args.collapse_steps)
@@ -232,27 +236,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def check_args(args: argparse.Namespace) -> str | None:
     """A usage error in words, or None; fills in --max-megapixels' default for the mode."""
-    if args.max_megapixels is None:
-        args.max_megapixels = LIMITS["web_megapixels" if args.mode == "serve" else "cli_megapixels"]
-    if args.image_size < 32 or args.image_size % 16:
-        return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
-    if not args.max_megapixels > 0:
-        return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
-    if not 0 <= args.temporal_smoothing < 1:
-        return f"--temporal-smoothing must be at least 0 and below 1 (got {args.temporal_smoothing:g})"
-    if not 0 <= args.crf <= 51:
-        return f"--crf must be between 0 and 51 (got {args.crf})"
-    if args.batch_size is not None and args.batch_size < 1:
-        return f"--batch-size must be at least 1 (got {args.batch_size})"
-    if args.workers is not None and args.workers < (1 if args.mode == "inference" else 0):
-        return f"--workers must be at least {1 if args.mode == 'inference' else 0} (got {args.workers})"
-    if args.warmup_steps < 0:
-        return f"--warmup-steps must be at least 0 (got {args.warmup_steps})"
-    if args.n_critic < 1 or args.gan_pretrain_steps < 0 or args.lambda_adv < 0:
-        return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
-    if args.init_from and args.resume:
-        return "--init-from starts a new run; --resume continues one: give only one of them"
-    problem = guidance_problem(args)
+    problem = value_problem(args) or guidance_problem(args)
     if problem:
         return problem
     if args.mode in NEEDS_TORCH and not has_torch():

@@ -135,6 +135,10 @@ def _check_members(sources: list[Path], loaded: list[tuple[nn.Module, dict]]) ->
     (first, ckpt0), cfg0 = loaded[0], loaded[0][1]["model_config"]
     if cfg0.loss != "classification" or cfg0.members != 1:
         raise ValueError(f"{sources[0]}: only single classification models can be combined")
+    refined = next((s for s, (_, c) in zip(sources, loaded) if c["model_config"].refiner_width), None)
+    if refined is not None:
+        raise ValueError(f"{refined}: a model with a hint refiner cannot join an ensemble; combine the runs without "
+                         "one, then train a refiner on the ensemble (--refiner)")
     for src, (model, ckpt) in zip(sources[1:], loaded[1:]):
         cfg = ckpt["model_config"]
         differ = [k for k in SHARED_CONFIG if getattr(cfg, k) != getattr(cfg0, k)]

@@ -32,6 +32,7 @@ from DecoderLayers import ColorizationModel, Decoder, DecoderEnsemble
 from EncoderLayers import FrozenVGG16Encoder, load_vgg16_features
 from HintSampling import HINT_LAYERS
 from ImageIO import atomic_write, disk_full_as_error
+from RefinerLayers import HintRefiner, RefinedDecoder
 from References import CHECKPOINT_FORMAT, ROOT, VERSION, ModelConfig
 
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -52,7 +53,10 @@ def build_model(cfg: ModelConfig, backbone: str | Path | None, n_bins: int | Non
         out = n_bins or Quantization.num_bins(cfg.ab_grid)
     decoders = [Decoder(cfg.taps, dict(cfg.widths), cfg.global_width, out_channels=out, block=cfg.decoder,
                         guided=cfg.guided, hint_features=cfg.hint_features) for _ in range(cfg.members)]
-    return ColorizationModel(encoder, decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders))
+    decoder = decoders[0] if cfg.members == 1 else DecoderEnsemble(decoders)
+    if cfg.refiner_width:  # its bins are a buffer: the checkpoint's (or Refining.py's) fill it
+        decoder = RefinedDecoder(decoder, HintRefiner(out, cfg.temperature, cfg.refiner_width, cfg.ab_grid))
+    return ColorizationModel(encoder, decoder)
 
 
 def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor | None = None,
@@ -313,13 +317,14 @@ def load_generator(path: str | Path, device: torch.device, decoder: str | None =
     """
     src, ckpt = load_checkpoint(path, device)
     cfg = ckpt["model_config"]
-    weights = src.decoder
+    weights = getattr(src.decoder, "base", src.decoder)  # a refined release: its decoder without the refiner
+    cfg = dataclasses.replace(cfg, refiner_width=0)
     if cfg.members > 1:
         if member is None or not 0 <= member < cfg.members:
             raise ValueError(f"{path}: an ensemble of {cfg.members} decoders; a run trains one, so pick it with "
                              f"--init-member 0..{cfg.members - 1}")
         # the ensemble's temperature suits the product of its members, not one of them
-        weights, cfg = src.decoder.members[member], dataclasses.replace(cfg, members=1,
+        weights, cfg = weights.members[member], dataclasses.replace(cfg, members=1,
                                                                        temperature=ModelConfig().temperature)
     elif member is not None:
         raise ValueError(f"{path}: --init-member applies to ensemble releases; this file holds one decoder")

@@ -144,6 +144,8 @@ class ModelConfig:
     guided: bool = False
     # a guided decoder's point layers also see the image features at their scale (DecoderLayers.HintBranch)
     hint_features: bool = False
+    # > 0: a guided model's hint refiner, this many channels at its first scale (RefinerLayers; --refiner)
+    refiner_width: int = 0
 
     def scaled(self, width: float) -> "ModelConfig":
         """This config with every decoder width (and the global width) multiplied by ``width``."""
@@ -195,6 +197,8 @@ class TrainConfig:
     # train only the hint layers (the unguided decoder stays exactly as loaded) instead of the whole decoder
     hint_layers_only: bool = False
     hint_lr_scale: float = 10.0  # the hint layers' learning rate, as a multiple of --lr (they start from zero)
+    # a hint refiner's loss (Refining.py): L1 on the decoded colour plus this weight x the rebalanced cross-entropy
+    refiner_ce: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
     around a stand-in network whose colour is exactly its hints: ab = the hinted colour on each point's
     patch, the reference's mean colour elsewhere, grey without either. It tests where hints go, with no
     trained model.
-  * ``shipped_guided``: the shipped weights/colorizer.onnx, or a skip with the reason when it is not guided.
+  * ``shipped_guided``: the shipped weights/colorizer.onnx, or a skip with the reason when it is not guided;
+    ``shipped_torch``: the shipped weights/colorizer.pt as (model, config, ab bins), or a skip likewise.
 
 Usage:
     colorizer = fake_guided()
@@ -47,6 +48,21 @@ def shipped_guided() -> Colorizer:
     if not colorizer.guided:
         pytest.skip(f"{path} is not a guided model (Colorizer.guided is False): hints cannot act yet")
     return colorizer
+
+
+def shipped_torch(needs: str = "guided") -> tuple:
+    """weights/colorizer.pt loaded on the CPU as (model, ModelConfig, ab bins (Q, 2) tensor), skipping the test
+    when it is absent or its config lacks ``needs`` ("guided", or "refiner_width": a hint refiner)."""
+    import torch
+    from ModelIO import load_checkpoint
+
+    path = Paths().torch_checkpoint
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    model, ckpt = load_checkpoint(path, torch.device("cpu"))
+    if not getattr(ckpt["model_config"], needs):
+        pytest.skip(f"{path} has no {needs}")
+    return model, ckpt["model_config"], ckpt["extras"]["ab_bins"]
 
 
 def hint_json(*points: dict) -> str:

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import Quantization
-from conftest import ROOT, real_photo
+from conftest import real_photo
+from guided_helpers import shipped_torch
 from DecoderLayers import Hints
 from HintSampling import histogram, sample_hints
-from ModelIO import build_model, decode_prediction, load_checkpoint
+from ModelIO import build_model, decode_prediction
 from References import LAB, ModelConfig, TrainConfig
 
 SMALL = ModelConfig(image_size=64, widths=(("relu1_2", 8), ("relu2_2", 16), ("relu3_3", 16), ("relu4_3", 32),
                                            ("relu5_3", 32)), global_width=32)
-RELEASE = ROOT / "weights" / "colorizer.pt"
 
 
 def small_model(guided: bool, seed: int = 0, **kw):
@@ -101,12 +101,7 @@ def test_training_hints_are_seeded_and_follow_the_mix():
 
 @pytest.fixture(scope="module")
 def release():
-    if not RELEASE.is_file():
-        pytest.skip(f"{RELEASE} not present")
-    model, ckpt = load_checkpoint(RELEASE, torch.device("cpu"))
-    if not ckpt["model_config"].guided:
-        pytest.skip(f"{RELEASE} is not a guided release")
-    return model, ckpt["model_config"], ckpt["extras"]["ab_bins"]
+    return shipped_torch("guided")
 
 
 def _photo_lab(name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:

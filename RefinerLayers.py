@@ -1,0 +1,107 @@
+"""The hint refiner: a small U-Net after a guided decoder that makes its colours follow the user's hints.
+
+Owns ``HintRefiner`` and ``RefinedDecoder``. A guided decoder's own hint layers (DecoderLayers.HintBranch,
+GlobalHint) shift its colour distribution, but its annealed mean still greys a hinted colour and carries it only a
+little way. The refiner looks, on the logits' grid (half the working size), at the lightness, the decoded colour
+and its entropy, the colour points pooled to each of its scales and, at its coarsest scale, the reference photo's
+colour distribution. It predicts for every cell a target colour t (ab) and a strength w >= 0, and adds
+``-w * |bin - t|^2 / (2 s^2)`` to the logits (s: the bin spacing). That gathers the distribution around t as
+firmly as w says, so decoding, the entropy map and the export stay as they are. Refining.py trains it with an L1
+loss on the decoded colour, which teaches it how far a point's colour reaches in a photograph.
+
+Without hints (no point and no reference) the shift is multiplied by 0, so an unhinted photo gets exactly the
+unrefined model's colours.
+
+Usage:
+    decoder = RefinedDecoder(guided_decoder, HintRefiner(n_bins=261, temperature=0.18))
+    logits = decoder(feats, L, Hints(local, global_))  # (B, Q, H/2, W/2), as the guided decoder's
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from DecoderLayers import Hints
+from References import LAB
+
+
+def conv_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
+
+
+def pooled_points(local: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The hint map (B, 3, H, W) (a*m, b*m, m) pooled to ``size`` -> (B, 4, h, w): each cell's mean hinted ab
+    (0 where none), whether it holds a hint, and the hinted share of it."""
+    k = (local.shape[-2] // size[0], local.shape[-1] // size[1])
+    pooled = F.avg_pool2d(local, k) if k != (1, 1) else local
+    m = pooled[:, 2:3]
+    return torch.cat((pooled[:, :2] / m.clamp_min(1e-6), (m > 0).to(m.dtype), m), dim=1)
+
+
+class HintRefiner(nn.Module):
+    """(logits (B, Q, h, w), L (B, 1, H, W) in [-1, 1], Hints at H x W) -> refined logits (B, Q, h, w).
+
+    ``bins`` (Q, 2), Lab units, and the temperature its input colour is decoded at are buffers, saved with it.
+    ``width`` is the first scale's channels (then 2x, 4x, 4x at 1/2, 1/4, 1/8 of the grid).
+    """
+
+    def __init__(self, n_bins: int, temperature: float, width: int = 32, grid: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("bins", torch.zeros(n_bins, 2))
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.inv_two_s2 = 0.5 / (grid / LAB.ab_scale) ** 2  # 1 / (2 s^2), s = the bin spacing in network units
+        w = (width, 2 * width, 4 * width, 4 * width)
+        self.down = nn.ModuleList([conv_relu(1 + 2 + 1 + 4, w[0])] +
+                                  [conv_relu(w[i - 1] + 4, w[i]) for i in range(1, len(w))])
+        self.reference = nn.Sequential(nn.Linear(n_bins + 1, 128), nn.ReLU(inplace=True), nn.Linear(128, w[-1]))
+        self.up = nn.ModuleList(conv_relu(w[i + 1] + w[i], w[i]) for i in range(len(w) - 2, -1, -1))
+        self.head = nn.Conv2d(w[0], 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():  # starts as a near no-op: t = the decoded colour, w = softplus(-5) ~ 0.007
+            self.head.bias.copy_(torch.tensor([0.0, 0.0, -5.0]))
+
+    def forward(self, logits: torch.Tensor, L: torch.Tensor, hints: Hints) -> torch.Tensor:
+        logits = logits.float()
+        local, glob = hints.local.float(), hints.global_.float()
+        c = self.bins / LAB.ab_scale  # (Q, 2) network units
+        ca, cb = c[:, 0][None, :, None, None], c[:, 1][None, :, None, None]
+        p = torch.softmax(logits / self.temperature, dim=1)
+        # the annealed mean, as decoding gives it (sums, not einsum: autocast would do a matmul in bf16)
+        base = torch.cat(((p * ca).sum(1, keepdim=True), (p * cb).sum(1, keepdim=True)), dim=1)
+        logp = torch.log_softmax(logits, dim=1)
+        entropy = -(logp.exp() * logp).sum(dim=1, keepdim=True) / float(torch.log(torch.tensor(float(len(c)))))
+        size = logits.shape[-2:]
+        x = torch.cat((F.interpolate(L.float(), size=size, mode="area"), base, entropy, pooled_points(local, size)), 1)
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.avg_pool2d(x, 2)
+                x = torch.cat((x, pooled_points(local, x.shape[-2:])), dim=1)
+            x = block(x)
+            skips.append(x)
+        x = x + self.reference(glob)[:, :, None, None]
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat((F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip), dim=1))
+        out = self.head(x).float()
+        target = base + out[:, :2]
+        given = ((local[:, 2].amax(dim=(1, 2)) > 0) | (glob[:, -1] > 0)).to(out.dtype)[:, None, None, None]
+        strength = F.softplus(out[:, 2:3]) * given  # exactly 0 for a photo without hints
+        d2 = (target[:, :1] - ca) ** 2 + (target[:, 1:] - cb) ** 2  # (B, Q, h, w), float32 even under autocast
+        return logits - strength * self.inv_two_s2 * d2
+
+
+class RefinedDecoder(nn.Module):
+    """A guided decoder (or ensemble) followed by a HintRefiner when hints are given; behaves as the decoder."""
+
+    def __init__(self, base: nn.Module, refiner: HintRefiner) -> None:
+        super().__init__()
+        if not getattr(base, "guided", False) or base.out_channels == 2:
+            raise ValueError("a hint refiner follows a guided classification decoder")
+        self.base, self.refiner = base, refiner
+        self.taps, self.out_channels, self.guided = base.taps, base.out_channels, True
+
+    def forward(self, feats: list[torch.Tensor], L: torch.Tensor, hints: Hints | None = None) -> torch.Tensor:
+        logits = self.base(feats, L, hints)
+        return logits if hints is None else self.refiner(logits, L, hints)
