@@ -161,7 +161,7 @@ def test_onnx_export_matches_torch_on_the_examples(tmp_path, tiny_checkpoint, ca
 def test_shipped_model_is_intact():
     raw = torch.load(SHIPPED, weights_only=True)
     assert not nonfinite_tensors({"encoder": raw["encoder"], "decoder": raw["decoder"]})
-    assert SHIPPED.stat().st_size <= 40 * 2 ** 20
+    assert SHIPPED.stat().st_size <= 45 * 2 ** 20  # two decoders, their hint layers and the refiner, in float16
     model, _ = load_checkpoint(SHIPPED, CPU)
     with torch.no_grad():
         assert torch.isfinite(model(torch.zeros(1, 1, 64, 64))).all()
@@ -172,7 +172,7 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     the .pt, with no hints and with points and a global hint on every input."""
     ort = pytest.importorskip("onnxruntime")
     from References import VERSION
-    assert SHIPPED_ONNX.stat().st_size <= 40 * 2 ** 20
+    assert SHIPPED_ONNX.stat().st_size <= 45 * 2 ** 20
     import onnx
     nodes = onnx.load(str(SHIPPED_ONNX), load_external_data=False).graph.node
     assert not any(n.metadata_props or n.doc_string for n in nodes)  # no exporter stack traces (machine paths)
