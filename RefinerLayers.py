@@ -18,6 +18,8 @@ Usage:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,7 +73,7 @@ class HintRefiner(nn.Module):
         # the annealed mean, as decoding gives it (sums, not einsum: autocast would do a matmul in bf16)
         base = torch.cat(((p * ca).sum(1, keepdim=True), (p * cb).sum(1, keepdim=True)), dim=1)
         logp = torch.log_softmax(logits, dim=1)
-        entropy = -(logp.exp() * logp).sum(dim=1, keepdim=True) / float(torch.log(torch.tensor(float(len(c)))))
+        entropy = -(logp.exp() * logp).sum(dim=1, keepdim=True) / math.log(len(c))
         size = logits.shape[-2:]
         x = torch.cat((F.interpolate(L.float(), size=size, mode="area"), base, entropy, pooled_points(local, size)), 1)
         skips = []
@@ -104,4 +106,19 @@ class RefinedDecoder(nn.Module):
 
     def forward(self, feats: list[torch.Tensor], L: torch.Tensor, hints: Hints | None = None) -> torch.Tensor:
         logits = self.base(feats, L, hints)
-        return logits if hints is None else self.refiner(logits, L, hints)
+        if hints is None:
+            return logits
+        # Skip the refiner when no image of the batch has a hint (its shift would be 0 everywhere), so automatic
+        # colour costs what it did before. An export records both branches (torch.cond -> an ONNX If); eager
+        # code branches in Python (torch.cond would compile the refiner with dynamo on first use).
+        given = (hints.local[:, 2].amax(dim=(0, 1, 2)) > 0) | (hints.global_[:, -1].amax(dim=0) > 0)
+        if getattr(torch.compiler, "is_exporting", lambda: False)():  # torch >= 2.5; older ones do not export
+            return torch.cond(given, self._refine, self._keep, (logits.float(), L, hints.local, hints.global_))
+        return self._refine(logits.float(), L, hints.local, hints.global_) if bool(given) else logits
+
+    def _refine(self, logits: torch.Tensor, L: torch.Tensor, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+        return self.refiner(logits, L, Hints(local, glob))
+
+    @staticmethod
+    def _keep(logits: torch.Tensor, L: torch.Tensor, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+        return logits.clone()

@@ -59,6 +59,26 @@ def test_without_hints_the_refiner_changes_nothing():
 
 
 @torch.no_grad()
+def test_the_refiner_is_skipped_when_no_image_has_a_hint(monkeypatch):
+    """A batch without hints never runs the refiner (automatic colour costs what it did without one), one hinted
+    image makes it run; the shipped ONNX graph does the same with an If node."""
+    model, _ = refined_small()
+    calls = []
+    real = model.decoder.refiner.forward
+    monkeypatch.setattr(model.decoder.refiner, "forward", lambda *a: calls.append(1) or real(*a))
+    L = torch.rand(2, 1, 64, 64) * 2 - 1
+    model(L, Hints(torch.zeros(2, 3, 64, 64), torch.zeros(2, len(BINS) + 1)))
+    assert calls == []
+    model(L, one_point(2))
+    assert calls == [1]
+    onnx = pytest.importorskip("onnx")
+    from References import Paths
+    path = Paths().default_checkpoint
+    if path.is_file() and shipped_torch("refiner_width"):
+        assert "If" in {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+@torch.no_grad()
 def test_a_strong_shift_lands_the_decoded_colour_on_its_target():
     """With the head set to 'target = decoded colour + (20, -15) Lab (25 units away), strength 3', decoding the
     refined logits lands within the bins' spacing of that target (a strong shift snaps to the nearest bins: 10
