@@ -2,7 +2,8 @@
 
 Engine.build_parser makes the parser and decides which of these each mode's --help lists. Imports
 References only, so ``colorize --help`` answers without loading numpy, OpenCV or a model. Also turns the
-options into configs (``configs_from_args``) and says which guidance options a mode refuses (``guidance_problem``).
+options into configs (``configs_from_args``), says which guidance options a mode refuses (``guidance_problem``)
+and which option values are out of range (``value_problem``).
 
 Usage:
     ap = argparse.ArgumentParser(prog="colorize"); add_arguments(ap, ("inference", "training"))
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from References import (DECODERS, DEVICES, GAN_LOSSES, GANS, LIMITS, LOSSES, VERSION, GanConfig, ModelConfig, Paths,
@@ -237,6 +239,8 @@ def value_problem(args: argparse.Namespace) -> str | None:
         return "--init-from starts a new run; --resume continues one: give only one of them"
     if args.refiner < 0 or args.refiner_ce < 0:
         return "--refiner and --refiner-ce must be at least 0"
+    if args.refiner and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "--refiner trains in one process: run it without torchrun"
     if args.refiner and (args.resume or args.gan != "none" or args.guided):
         return "--refiner trains a refiner on a guided model given by --init-from; it takes no --resume, --gan or --guided"
     return None

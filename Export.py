@@ -328,6 +328,10 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
         got = session.run(None, {n: x.numpy() for n, x in zip(GRAPH_INPUTS, inputs)})
         report.update(ab_difference(torch.from_numpy(got[0]), want_ab))
         check_within(report, tolerance, str(output))
+        if cfg.guided:  # the hint-free half alone: a graph may branch on "any hint in the batch" (RefinedDecoder)
+            n = len(inputs[0]) // 2
+            alone = session.run(["ab"], {k: x[:n].numpy() for k, x in zip(GRAPH_INPUTS, inputs)})[0]
+            check_within(ab_difference(torch.from_numpy(alone), want_ab[:n]), tolerance, f"{output} (no hints)")
         if want_entropy is not None:
             report["entropy_max"] = float((torch.from_numpy(got[1]) - want_entropy).abs().max())
             if not report["entropy_max"] <= ENTROPY_TOLERANCE:

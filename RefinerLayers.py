@@ -13,7 +13,7 @@ Without hints (no point and no reference) the shift is multiplied by 0, so an un
 unrefined model's colours.
 
 Usage:
-    decoder = RefinedDecoder(guided_decoder, HintRefiner(n_bins=261, temperature=0.18))
+    decoder = RefinedDecoder(guided_decoder, HintRefiner(261, temperature=0.18, width=48, bins=ab_bins))
     logits = decoder(feats, L, Hints(local, global_))  # (B, Q, H/2, W/2), as the guided decoder's
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from References import LAB
 
 
 def conv_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convolutions with ReLUs (no normalisation: the inputs are in [-1, 1] and the batches are mixed)."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
 
@@ -49,9 +50,11 @@ class HintRefiner(nn.Module):
     ``width`` is the first scale's channels (then 2x, 4x, 4x at 1/2, 1/4, 1/8 of the grid).
     """
 
-    def __init__(self, n_bins: int, temperature: float, width: int = 32, grid: float = 10.0) -> None:
+    def __init__(self, n_bins: int, temperature: float, width: int = 32, grid: float = 10.0,
+                 bins: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.register_buffer("bins", torch.zeros(n_bins, 2))
+        # the ab bins (Q, 2), Lab units: given here, or filled from a checkpoint by load_state_dict
+        self.register_buffer("bins", torch.zeros(n_bins, 2) if bins is None else bins.detach().float().clone())
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.inv_two_s2 = 0.5 / (grid / LAB.ab_scale) ** 2  # 1 / (2 s^2), s = the bin spacing in network units
         w = (width, 2 * width, 4 * width, 4 * width)
@@ -89,9 +92,10 @@ class HintRefiner(nn.Module):
         out = self.head(x).float()
         target = base + out[:, :2]
         given = ((local[:, 2].amax(dim=(1, 2)) > 0) | (glob[:, -1] > 0)).to(out.dtype)[:, None, None, None]
-        strength = F.softplus(out[:, 2:3]) * given  # exactly 0 for a photo without hints
         d2 = (target[:, :1] - ca) ** 2 + (target[:, 1:] - cb) ** 2  # (B, Q, h, w), float32 even under autocast
-        return logits - strength * self.inv_two_s2 * d2
+        shift = F.softplus(out[:, 2:3]) * self.inv_two_s2 * d2
+        # where, not a product with the flag: an image without hints keeps its logits exactly even if the head overflows
+        return logits - torch.where(given > 0, shift, torch.zeros_like(shift))
 
 
 class RefinedDecoder(nn.Module):
@@ -114,7 +118,7 @@ class RefinedDecoder(nn.Module):
         given = (hints.local[:, 2].amax(dim=(0, 1, 2)) > 0) | (hints.global_[:, -1].amax(dim=0) > 0)
         if getattr(torch.compiler, "is_exporting", lambda: False)():  # torch >= 2.5; older ones do not export
             return torch.cond(given, self._refine, self._keep, (logits.float(), L, hints.local, hints.global_))
-        return self._refine(logits.float(), L, hints.local, hints.global_) if bool(given) else logits
+        return self._refine(logits.float(), L, hints.local, hints.global_) if bool(given) else logits.float()
 
     def _refine(self, logits: torch.Tensor, L: torch.Tensor, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
         return self.refiner(logits, L, Hints(local, glob))

@@ -17,7 +17,9 @@ Writes <runs>/<name>/last.pt at every validation and best.pt at the best refined
 checkpoints of the refined model, ready for ``--mode export``.
 
 Usage:
-    python Engine.py --mode training --refiner 32 --init-from weights/colorizer.pt --data-dir photos/ --epochs 100
+    python Engine.py --mode training --refiner 48 --init-from guided.pt --data-dir photos/ --epochs 100
+(guided.pt: a guided model without a refiner, e.g. ``scripts/assemble_refined.py --strip weights/colorizer.pt``;
+a refined model as --init-from goes on training its own refiner.)
 """
 from __future__ import annotations
 
@@ -134,7 +136,10 @@ def simulate_hints(ab: torch.Tensor, bins: torch.Tensor, g: torch.Generator) -> 
     dev = ab.device
     u = torch.rand(B, 6, generator=g, device=dev)
     points, reference = u[:, 0] < 0.70, u[:, 0] >= 0.55
-    small = F.avg_pool2d(ab.float(), 2)  # the histogram on a 2x coarser grid: the same shares, 4x cheaper
+    # The histogram of the 2x2-averaged ab (4x cheaper). Averaging before binning greys the shares a little
+    # against Hints.reference_hint, which bins each pixel of the reference's working-size view; the shipped
+    # refiner was trained so.
+    small = F.avg_pool2d(ab.float(), 2)
     h = small.shape[-1]
     area = 0.25 + 0.35 * u[:, 2]
     side = (area.sqrt() * h).long().clamp(min=2)
@@ -155,7 +160,7 @@ def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return normalize_lab(rgb_to_lab(rgb))
 
 
-def refined_loss(model, L: torch.Tensor, ab: torch.Tensor, hints: Hints, bins: torch.Tensor, temperature: float,
+def refined_loss(model: ColorizationModel, L: torch.Tensor, ab: torch.Tensor, hints: Hints, bins: torch.Tensor, temperature: float,
                  device: torch.device, refine: bool = True, class_weights: torch.Tensor | None = None,
                  ce_weight: float = 0.0) -> torch.Tensor:
     """Mean |decoded ab - the truth's ab| (network units) on the logits' grid, with the refiner or without; plus
@@ -198,9 +203,12 @@ def refined_model(source: str, width: int, device: torch.device) -> tuple[Colori
 class Validation:
     """The validation photos whole, with hints drawn once (a fixed seed), so every validation sees the same."""
 
-    def __init__(self, bank: PhotoBank, size: int, bins: torch.Tensor) -> None:
+    def __init__(self, bank: PhotoBank, size: int, bins: torch.Tensor, chunk: int = 32) -> None:
         self.L, self.ab = lab_batch(bank.whole(size))
-        self.hints = simulate_hints(self.ab, bins, torch.Generator(device=self.L.device).manual_seed(12345))
+        g = torch.Generator(device=self.L.device).manual_seed(12345)
+        # in chunks: simulating hints holds (n, 100, S, S) masks, too much for a large folder at once
+        parts = [simulate_hints(self.ab[i:i + chunk], bins, g) for i in range(0, len(self.ab), chunk)]
+        self.hints = Hints(torch.cat([h.local for h in parts]), torch.cat([h.global_ for h in parts]))
 
     @torch.no_grad()
     def error(self, model: ColorizationModel, bins: torch.Tensor, temperature: float, refine: bool,
@@ -216,23 +224,29 @@ class Validation:
         return total / len(self.L) * LAB.ab_scale
 
 
+def run_data(paths: Paths, tcfg: TrainConfig, side: int, device: torch.device) -> tuple[PhotoBank, PhotoBank]:
+    """The training and validation photos (``Training.split_files``) as PhotoBanks of ``side`` px on ``device``."""
+    train_files, val_files = split_files(paths, tcfg)
+    bank, val_bank = PhotoBank(train_files, side, device), PhotoBank(val_files, side, device)
+    for why in bank.skipped + val_bank.skipped:
+        tqdm.write(f"skipping {why}")
+    return bank, val_bank
+
+
 def fit_refiner(paths: Paths, tcfg: TrainConfig, width: int, device: torch.device, run_name: str | None) -> int:
     """Train a width-``width`` refiner on ``tcfg.init_from`` (a guided model) with ``tcfg``'s epochs (passes over
     the training photos), batch size, lr (cosine, after ``warmup_steps``), weight decay, seed and max_steps."""
     if not tcfg.init_from:
         raise ValueError("--refiner trains on a guided model: give it with --init-from (e.g. weights/colorizer.pt)")
-    model, cfg, extras = refined_model(tcfg.init_from, width, device)
-    refiner, bins = model.decoder.refiner, extras["ab_bins"].to(device)
     run_dir = paths.runs_dir / (run_name or time.strftime("refiner-%Y%m%d-%H%M%S"))
     if (run_dir / "last.pt").exists():
         raise ValueError(f"{run_dir} already holds a run; choose another --run-name")
+    torch.manual_seed(tcfg.seed)  # a new refiner's first weights
+    model, cfg, extras = refined_model(tcfg.init_from, width, device)
+    refiner, bins = model.decoder.refiner, extras["ab_bins"].to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(run_dir)
-    train_files, val_files = split_files(paths, tcfg)
-    side = round(cfg.image_size * BANK_SCALE)
-    bank, val_bank = PhotoBank(train_files, side, device), PhotoBank(val_files, side, device)
-    for why in bank.skipped + val_bank.skipped:
-        tqdm.write(f"skipping {why}")
+    bank, val_bank = run_data(paths, tcfg, round(cfg.image_size * BANK_SCALE), device)
     val = Validation(val_bank, cfg.image_size, bins)
     g = torch.Generator(device=device).manual_seed(tcfg.seed)
     weights = class_weights(extras["ab_prior"].to(device), tcfg.rebalance) if tcfg.refiner_ce else None

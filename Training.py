@@ -286,6 +286,9 @@ def load_or_build(plan: dict, paths: Paths, cfg: ModelConfig, tcfg: TrainConfig,
             raise ValueError(f"{plan['checkpoint']}: an ensemble of {ckpt['model_config'].members} decoders "
                              "assembled for release cannot be trained on; resume one of the runs it was made from, "
                              "or start a new run from one member with --init-from FILE --init-member N")
+        if ckpt["model_config"].refiner_width:
+            raise ValueError(f"{plan['checkpoint']}: a hint refiner's run (--refiner) cannot be resumed; start a new "
+                             "one with --refiner N --init-from this file, which goes on training its refiner")
         return model, ckpt["model_config"], ckpt["extras"], Progress.from_checkpoint(ckpt), ckpt
     if tcfg.init_from:
         model, source, note = load_generator(tcfg.init_from, dist.device, cfg.decoder, tcfg.init_member,

@@ -1,11 +1,14 @@
-"""Rebuild a refined checkpoint from a guided release and refiner weights trained elsewhere (e.g. on a GPU).
+"""Rebuild a refined checkpoint from a guided release and refiner weights trained elsewhere, or strip a refiner.
 
 A ``--refiner`` run changes nothing but the refiner, so its model is the release plus those tensors. The GPU
-machine returns only them (``{"refiner": {name: tensor}, "config": ..., "epoch": ...}``, a few MB), and this
-writes the complete checkpoint that ``--mode export`` turns into a release.
+machine returns only them: a ``torch.save``d dict with "refiner" ({name: tensor}, the decoder's "refiner.*"
+tensors of the run's last.pt), "model_config" (with its "refiner_width"), "epoch", "best_metric" and "config"
+(the run's). This writes the complete checkpoint that ``--mode export`` turns into a release.
+``--strip`` instead writes the release without its refiner: a guided model to train a new refiner on.
 
 Usage:
     python scripts/assemble_refined.py weights/colorizer.pt runs/refiner/S.last.pt --out runs/refiner/refined.pt
+    python scripts/assemble_refined.py weights/colorizer.pt --strip --out guided.pt
 """
 from __future__ import annotations
 
@@ -25,11 +28,20 @@ from RefinerLayers import HintRefiner, RefinedDecoder  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("release", help="the guided release the run started from (--init-from)")
-    ap.add_argument("refiner", help="the run's refiner tensors")
+    ap.add_argument("refiner", nargs="?", help="the run's refiner tensors")
+    ap.add_argument("--strip", action="store_true", help="write the release without its refiner")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     model, ckpt = load_checkpoint(args.release, torch.device("cpu"))
     cfg = ckpt["model_config"]
+    if args.strip or not args.refiner:
+        if not args.strip:
+            raise SystemExit("give the run's refiner tensors, or --strip")
+        model.decoder = getattr(model.decoder, "base", model.decoder)
+        save_checkpoint(Path(args.out), model, dataclasses.replace(cfg, refiner_width=0), epoch=ckpt["epoch"],
+                        best_metric=ckpt["best_metric"], config=ckpt["config"], extras=ckpt["extras"], release=True)
+        print(f"wrote {args.out} (no refiner)")
+        return 0
     run = torch.load(args.refiner, map_location="cpu", weights_only=True)
     width = run["model_config"]["refiner_width"]
     refiner = HintRefiner(len(ckpt["extras"]["ab_bins"]), cfg.temperature, width, cfg.ab_grid)

@@ -5,7 +5,8 @@
     patch, the reference's mean colour elsewhere, grey without either. It tests where hints go, with no
     trained model.
   * ``shipped_guided``: the shipped weights/colorizer.onnx, or a skip with the reason when it is not guided;
-    ``shipped_torch``: the shipped weights/colorizer.pt as (model, config, ab bins), or a skip likewise.
+    ``shipped_torch``: the shipped weights/colorizer.pt as (model, config, ab bins), or a skip likewise;
+  * ``photo_lab``: a real photo as the network sees it (L, ab).
 
 Usage:
     colorizer = fake_guided()
@@ -63,6 +64,16 @@ def shipped_torch(needs: str = "guided") -> tuple:
     if not getattr(ckpt["model_config"], needs):
         pytest.skip(f"{path} has no {needs}")
     return model, ckpt["model_config"], ckpt["extras"]["ab_bins"]
+
+
+def photo_lab(name: str, size: int) -> tuple:
+    """A real colour photo (conftest.real_photo) squashed to ``size`` x ``size`` as the network sees it:
+    (L (1, 1, size, size), ab (1, 2, size, size)) torch tensors in [-1, 1]."""
+    from conftest import real_photo
+    from ImageIO import to_float
+    from LoadData import normalize_lab, resize_to_square, rgb_to_lab, to_tensor
+    rgb = resize_to_square(to_tensor(to_float(real_photo(name, 256))), size)
+    return normalize_lab(rgb_to_lab(rgb[None]))
 
 
 def hint_json(*points: dict) -> str:

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import Quantization
-from conftest import real_photo
-from guided_helpers import shipped_torch
+from guided_helpers import photo_lab, shipped_torch
 from DecoderLayers import Hints
 from HintSampling import histogram, sample_hints
 from ModelIO import build_model, decode_prediction
@@ -104,20 +103,13 @@ def release():
     return shipped_torch("guided")
 
 
-def _photo_lab(name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from ImageIO import to_float
-    from LoadData import normalize_lab, resize_to_square, rgb_to_lab, to_tensor
-    rgb = resize_to_square(to_tensor(to_float(real_photo(name, 256))), size)
-    return normalize_lab(rgb_to_lab(rgb[None]))
-
-
 @torch.no_grad()
 def test_the_release_obeys_points_and_a_reference(release):
     """Ten points simulated from a real photo pull the shipped model's colours at those points to within a few
     Lab units of the points' colours (the automatic colours are far off there), and the photo's own colours as a
     reference bring its ab closer to the truth. Zeroing the hint inputs inside the model fails this test."""
     model, cfg, bins = release
-    L, ab = _photo_lab("coffee", cfg.image_size)
+    L, ab = photo_lab("coffee", cfg.image_size)
     # ten 5 x 5 points on the most colourful places of a coarse grid, each with its patch's mean colour
     chroma = (ab[0] * LAB.ab_scale).norm(dim=0)
     cells = [(float(chroma[y:y + 5, x:x + 5].mean()), y, x) for y in range(0, ab.shape[-2] - 5, 12)

@@ -321,4 +321,4 @@ def test_the_shipped_model_colours_a_grey_photo_red_at_a_red_point(tmp_path):
     for x, y in ((130, 290), (220, 160)):  # the saucer's far side, the cup
         far, auto = ab("hinted.png", x, y, 8), ab("auto.png", x, y, 8)
         # measured with the refined release: 1.8 and 7.1 (the hint layers alone: 0.0 and 1.6)
-        assert np.hypot(*(far - auto)) < 0.25 * moved, ((x, y), far, auto, moved)
+        assert np.hypot(*(far - auto)) < min(9.0, 0.25 * moved), ((x, y), far, auto, moved)

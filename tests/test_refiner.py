@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import Quantization
-from guided_helpers import shipped_torch
+from guided_helpers import photo_lab, shipped_torch
 from DecoderLayers import ColorizationModel, Hints
 from Hints import ab_histogram
 from ModelIO import build_model, decode_prediction, load_checkpoint, load_generator, save_checkpoint
 from References import LAB, ModelConfig, Paths, TrainConfig
 from RefinerLayers import HintRefiner, RefinedDecoder
-from Refining import MAX_POINTS, fit_refiner, histograms, point_maps, simulate_hints
+from Refining import fit_refiner, histograms, point_maps, simulate_hints
 
 SMALL = ModelConfig(image_size=64, widths=(("relu1_2", 8), ("relu2_2", 16), ("relu3_3", 16), ("relu4_3", 32),
                                            ("relu5_3", 32)), global_width=32, guided=True)
@@ -78,6 +78,34 @@ def test_the_refiner_is_skipped_when_no_image_has_a_hint(monkeypatch):
         assert "If" in {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
+def test_an_exported_refined_model_branches_on_hints(tmp_path):
+    """A small refined model exported to ONNX: the graph holds an If, and ONNX Runtime gives the unrefined colours
+    for a batch without hints and the refined ones for a batch with a point, as torch does."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from Export import export_onnx
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, refiner_width=4, temperature=0.18)
+    model = build_model(cfg, "none").eval()  # default initialisation: a calm network, so float16 weights agree
+    model.decoder.refiner.bins.copy_(BINS)
+    torch.nn.init.normal_(model.decoder.refiner.head.weight, std=0.05)
+    base = ColorizationModel(model.encoder, model.decoder.base)
+    prior = torch.full((len(BINS),), 1.0 / len(BINS))
+    save_checkpoint(tmp_path / "refined.pt", model, cfg, extras={"ab_bins": BINS, "ab_prior": prior})
+    export_onnx(tmp_path / "refined.pt", tmp_path / "refined.onnx")
+    assert "If" in {n.op_type for n in onnx.load(str(tmp_path / "refined.onnx")).graph.node}
+    session = ort.InferenceSession(str(tmp_path / "refined.onnx"), providers=["CPUExecutionProvider"])
+    L = torch.rand(2, 1, 64, 64) * 2 - 1
+    for hints, net in ((Hints(torch.zeros(2, 3, 64, 64), torch.zeros(2, len(BINS) + 1)), base),
+                       (one_point(2), model)):
+        want = decode_prediction(net(L, hints), cfg, BINS)
+        got = session.run(["ab"], {"L": L.numpy(), "hints": hints.local.numpy(), "global_hint": hints.global_.numpy()})
+        assert float((torch.from_numpy(got[0]) - want).abs().max()) * LAB.ab_scale < 0.05
+    unrefined = decode_prediction(base(L, one_point(2)), cfg, BINS)
+    assert float((decode_prediction(model(L, one_point(2)), cfg, BINS) - unrefined)[0].abs().max()) > 1e-3
+
+
 @torch.no_grad()
 def test_a_strong_shift_lands_the_decoded_colour_on_its_target():
     """With the head set to 'target = decoded colour + (20, -15) Lab (25 units away), strength 3', decoding the
@@ -102,20 +130,27 @@ def test_a_strong_shift_lands_the_decoded_colour_on_its_target():
 
 
 def test_simulated_points_paint_each_patch_with_its_mean_colour():
-    """Crops not asked for get no points; a flat crop's points carry its colour; on a ramp a point's colour is
-    its patch's mean (so within half a patch of the pixel under it); at most MAX_POINTS points."""
+    """Crops not asked for get no points; a flat crop's points carry its colour. On a crop whose a rises along x
+    and b along y, a patch's mean is the ramp at the patch's centre: each painted pixel's (a, b) must be the ramps
+    at one point within half a patch (<= 4 px) of it, on the half-pixel grid of patch centres."""
     g = torch.Generator().manual_seed(3)
     S = 48
-    ramp = torch.linspace(-0.5, 0.5, S)[None, None, :].expand(1, S, S)
-    ab = torch.stack([torch.full((2, S, S), 0.3), torch.cat((ramp, -ramp)), torch.full((2, S, S), -0.2)])
+    step = 1.0 / (S - 1)
+    ramp = torch.linspace(-0.5, 0.5, S)
+    ab = torch.stack([torch.full((2, S, S), 0.3),
+                      torch.stack((ramp[None, :].expand(S, S), ramp[:, None].expand(S, S))),
+                      torch.full((2, S, S), -0.2)])
     maps = point_maps(ab, g, torch.tensor([True, True, False]))
     m = maps[:, 2] > 0
     assert m[0].any() and m[1].any() and not m[2].any()
     assert torch.allclose(maps[0, :2][:, m[0]], torch.tensor(0.3))
-    step = 1.0 / (S - 1)
-    assert float((maps[1, 0][m[1]] - ab[1, 0][m[1]]).abs().max()) <= 4 * step + 1e-6  # patches are <= 9 wide
+    ys, xs = torch.nonzero(m[1], as_tuple=True)
+    cx = (maps[1, 0][m[1]] + 0.5) / step  # the centre each pixel's colour says, in pixels
+    cy = (maps[1, 1][m[1]] + 0.5) / step
+    assert float((cx - xs).abs().max()) <= 4 + 1e-3 and float((cy - ys).abs().max()) <= 4 + 1e-3
+    assert float(((cx * 2) - (cx * 2).round()).abs().max()) < 1e-3  # centres lie on whole or half pixels
+    assert float(((cy * 2) - (cy * 2).round()).abs().max()) < 1e-3
     assert torch.equal(maps[:, :2] * m[:, None], maps[:, :2])  # a*m, b*m: zero off the points
-    assert int(m[0].sum()) <= MAX_POINTS * 81
 
 
 def test_training_histograms_are_the_inference_reference_hint():
@@ -180,9 +215,8 @@ def test_the_shipped_refiner_beats_its_decoder_alone(release):
     photos' with its refiner than with its decoder alone (mean squared ab error at least 5 % lower; it is 5-13 %
     lower per draw). Zeroing the refiner's shift, or feeding it no points, fails this."""
     from conftest import COLOUR_SAMPLES
-    from test_guided_model import _photo_lab
     model, cfg, bins = release
-    L, ab = (torch.cat(t) for t in zip(*[_photo_lab(name, cfg.image_size) for name in COLOUR_SAMPLES]))
+    L, ab = (torch.cat(t) for t in zip(*[photo_lab(name, cfg.image_size) for name in COLOUR_SAMPLES]))
     alone = ColorizationModel(model.encoder, model.decoder.base)
     errors = {model: 0.0, alone: 0.0}
     for seed in range(3):
