@@ -272,12 +272,20 @@ def onnx_proto(graph: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int):
     optimizer.remove_unused_nodes(program.model)
     proto = program.model_proto
     # The exporter labels each node with the Python stack that made it (absolute paths of this machine, about
-    # 1 MB): debugging aids that users' files need not carry.
+    # 1 MB): debugging aids that users' files need not carry. Subgraphs too (an If's branches).
     for graph in [proto.graph, *proto.functions]:
-        for node in graph.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
+        strip_node_labels(graph.node)
     return proto
+
+
+def strip_node_labels(nodes) -> None:
+    """Clear ``metadata_props`` and ``doc_string`` of ONNX ``nodes`` and of every node in their subgraphs."""
+    for node in nodes:
+        del node.metadata_props[:]
+        node.doc_string = ""
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                strip_node_labels(sub.node)
 
 
 @torch.no_grad()

@@ -176,6 +176,7 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     import onnx
     nodes = onnx.load(str(SHIPPED_ONNX), load_external_data=False).graph.node
     assert not any(n.metadata_props or n.doc_string for n in nodes)  # no exporter stack traces (machine paths)
+    assert b'.py", line ' not in SHIPPED_ONNX.read_bytes()  # nor in subgraphs (an If's branches), on any machine
     inits = onnx_initializers(SHIPPED_ONNX)
     assert all(np.isfinite(a).all() for a in inits.values() if a.dtype.kind == "f")
     session = ort.InferenceSession(str(SHIPPED_ONNX), providers=["CPUExecutionProvider"])
