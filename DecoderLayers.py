@@ -79,6 +79,19 @@ class Hints(NamedTuple):
     local: torch.Tensor
     global_: torch.Tensor
 
+    def given(self) -> torch.Tensor:
+        """(B,) bool: whether each image has a point or a reference."""
+        return (self.local[:, 2].amax(dim=(1, 2)) > 0) | (self.global_[:, -1] > 0)
+
+
+def pooled_points(local: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The hint map (B, 3, H, W) (a*m, b*m, m) average-pooled to ``size`` (H, W multiples of it) -> (B, 4, h, w):
+    each cell's mean hinted ab (0 where none), whether it holds a hint, and the hinted share of it."""
+    k = (local.shape[-2] // size[0], local.shape[-1] // size[1])
+    pooled = F.avg_pool2d(local, k) if k != (1, 1) else local
+    m = pooled[:, 2:3]
+    return torch.cat((pooled[:, :2] / m.clamp_min(1e-6), (m > 0).to(m.dtype), m), dim=1)
+
 
 class HintBranch(nn.Module):
     """Local hints pooled to one decoder scale -> features added to that scale's skip: (B, 3, H, W) -> (B, width, h, w).
@@ -99,12 +112,7 @@ class HintBranch(nn.Module):
         self.see = nn.Conv2d(width, hidden, 1, bias=False) if features else None
 
     def forward(self, local: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        size = skip.shape[-2:]
-        k = (local.shape[-2] // size[0], local.shape[-1] // size[1])
-        pooled = F.avg_pool2d(local, k) if k != (1, 1) else local
-        m = pooled[:, 2:3]
-        ab = pooled[:, :2] / m.clamp_min(1e-6)  # mean hinted ab of the cell, 0 where none
-        x = self.net[0](torch.cat((ab, (m > 0).to(m.dtype), m), dim=1))
+        x = self.net[0](pooled_points(local, skip.shape[-2:]))
         if self.see is None:
             return self.net[2:](self.net[1](x))
         x = self.net[2:](F.relu(x + self.see(skip)))

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from DecoderLayers import Hints
+from DecoderLayers import Hints, pooled_points
 from References import LAB
 
 
@@ -32,15 +32,6 @@ def conv_relu(c_in: int, c_out: int) -> nn.Sequential:
     """Two 3x3 convolutions with ReLUs (no normalisation: the inputs are in [-1, 1] and the batches are mixed)."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True))
-
-
-def pooled_points(local: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The hint map (B, 3, H, W) (a*m, b*m, m) pooled to ``size`` -> (B, 4, h, w): each cell's mean hinted ab
-    (0 where none), whether it holds a hint, and the hinted share of it."""
-    k = (local.shape[-2] // size[0], local.shape[-1] // size[1])
-    pooled = F.avg_pool2d(local, k) if k != (1, 1) else local
-    m = pooled[:, 2:3]
-    return torch.cat((pooled[:, :2] / m.clamp_min(1e-6), (m > 0).to(m.dtype), m), dim=1)
 
 
 class HintRefiner(nn.Module):
@@ -91,11 +82,11 @@ class HintRefiner(nn.Module):
             x = block(torch.cat((F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip), dim=1))
         out = self.head(x).float()
         target = base + out[:, :2]
-        given = ((local[:, 2].amax(dim=(1, 2)) > 0) | (glob[:, -1] > 0)).to(out.dtype)[:, None, None, None]
+        given = hints.given()[:, None, None, None]
         d2 = (target[:, :1] - ca) ** 2 + (target[:, 1:] - cb) ** 2  # (B, Q, h, w), float32 even under autocast
         shift = F.softplus(out[:, 2:3]) * self.inv_two_s2 * d2
         # where, not a product with the flag: an image without hints keeps its logits exactly even if the head overflows
-        return logits - torch.where(given > 0, shift, torch.zeros_like(shift))
+        return logits - torch.where(given, shift, torch.zeros_like(shift))
 
 
 class RefinedDecoder(nn.Module):
@@ -115,7 +106,7 @@ class RefinedDecoder(nn.Module):
         # Skip the refiner when no image of the batch has a hint (its shift would be 0 everywhere), so automatic
         # colour costs what it did before. An export records both branches (torch.cond -> an ONNX If); eager
         # code branches in Python (torch.cond would compile the refiner with dynamo on first use).
-        given = (hints.local[:, 2].amax(dim=(0, 1, 2)) > 0) | (hints.global_[:, -1].amax(dim=0) > 0)
+        given = hints.given().sum() > 0
         if getattr(torch.compiler, "is_exporting", lambda: False)():  # torch >= 2.5; older ones do not export
             return torch.cond(given, self._refine, self._keep, (logits.float(), L, hints.local, hints.global_))
         return self._refine(logits.float(), L, hints.local, hints.global_) if bool(given) else logits.float()

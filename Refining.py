@@ -187,8 +187,7 @@ def refined_model(source: str, width: int, device: torch.device) -> tuple[Colori
     if not cfg.guided or cfg.loss != "classification":
         raise ValueError(f"{source}: --refiner needs a guided classification model (trained with --guided)")
     bins = ckpt["extras"]["ab_bins"].to(device)
-    refiner = HintRefiner(len(bins), cfg.temperature, width, cfg.ab_grid).to(device)
-    refiner.bins.copy_(bins)
+    refiner = HintRefiner(len(bins), cfg.temperature, width, cfg.ab_grid, bins=bins).to(device)
     if cfg.refiner_width:
         if cfg.refiner_width != width:
             raise ValueError(f"{source}: its refiner is {cfg.refiner_width} wide; give --refiner "
