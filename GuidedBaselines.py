@@ -4,10 +4,10 @@ Owns
   * ``mean_std_transfer``: for a reference photo, the automatic ab shifted and scaled per channel so that its
     mean and standard deviation equal the reference's (Reinhard et al. 2001, in Lab); ``ab_stats`` gives a
     photo's (mean, std) from the same working-size view the model's global hint is made from;
-  * ``spread_points``: for colour points, each point's correction (its colour minus the automatic ab under it)
+  * ``points_baseline``: for colour points, each point's correction (its colour minus the automatic ab under it)
     spread to every pixel with weight w_i = exp(-d^2 / 2 sigma_d^2) * exp(-(L - L_i)^2 / 2 sigma_L^2), so a
-    correction fades with distance and stops at lightness edges; ``points_baseline`` runs it on a photo at up to
-    ``GRID_SIDE`` pixels (the correction is smooth; ``FullResolution.recombine_image`` upsamples it).
+    correction fades with distance and stops at lightness edges (``PointSpread.spread_points``), on a photo at up
+    to ``GRID_SIDE`` pixels (the correction is smooth; ``FullResolution.recombine_image`` upsamples it).
 The spatial reach shrinks as points get denser: sigma_d = SIGMA_D * shorter side / sqrt(N) for N points (their
 typical spacing scales so). SIGMA_D and SIGMA_L (Lab L units) were chosen on val/ only, by mean PSNR over 1, 2, 5,
 10, 20 and 50 points (scripts/tune_point_baseline.py: a fixed sigma_d of 0.05-0.4 of the shorter side, or 0.25-2
@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from Hints import Point
+from PointSpread import spread_points
 from References import LAB
 
 SIGMA_D = 1.0  # a point's spatial reach: this fraction of the image's shorter side over sqrt(N) (tuned on val/)
@@ -59,36 +60,6 @@ def grid_shape(height: int, width: int, side: int = GRID_SIDE) -> tuple[int, int
     """(h, w): an image's size scaled so its longer side is at most ``side`` (aspect kept, at least 1 x 1)."""
     k = min(1.0, side / max(height, width))
     return max(1, round(height * k)), max(1, round(width * k))
-
-
-def spread_points(ab: np.ndarray, L: np.ndarray, points: Sequence[Point], height: int, width: int,
-                  sigma_d: float, sigma_l: float) -> np.ndarray:
-    """Each point's correction, spread. ab (2, h, w) and L (h, w) (Lab units) on a grid over a (height, width) image;
-    points in that image's pixels. Returns ab + sum_i w_i c_i / max(1, sum_i w_i), (2, h, w) float32.
-
-    c_i = the point's ab - ab at the grid pixel under it; w_i(p) = exp(-d^2 / 2 (sigma_d * shorter side)^2) *
-    exp(-(L_p - L_i)^2 / 2 sigma_l^2) with d in image pixels. Dividing by max(1, sum w) rather than sum w: where
-    points overlap their corrections are averaged, where none reaches (sum w -> 0) the automatic colour stays.
-    """
-    ab = np.asarray(ab, np.float32)
-    L = np.asarray(L, np.float32)
-    h, w = L.shape
-    sy, sx = height / h, width / w
-    ys = (np.arange(h, dtype=np.float32) + 0.5) * np.float32(sy)  # grid pixel centres, in image pixels
-    xs = (np.arange(w, dtype=np.float32) + 0.5) * np.float32(sx)
-    kd = np.float32(0.5 / (sigma_d * min(height, width)) ** 2)
-    kl = np.float32(0.5 / sigma_l ** 2)
-    num = np.zeros_like(ab)
-    den = np.zeros_like(L)
-    for p in points:
-        gy = min(max(int((p.y + 0.5) / sy), 0), h - 1)
-        gx = min(max(int((p.x + 0.5) / sx), 0), w - 1)
-        c = np.asarray(p.ab, np.float32) - ab[:, gy, gx]
-        wt = np.exp(-(kd * (ys - np.float32(p.y + 0.5)) ** 2)[:, None] - kd * (xs - np.float32(p.x + 0.5)) ** 2
-                    - kl * (L - L[gy, gx]) ** 2)
-        num += c[:, None, None] * wt
-        den += wt
-    return ab + num / np.maximum(den, np.float32(1.0))
 
 
 def grid_L(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Owns the one path from pixels to pixels, shared by evaluation, the web app and the command line:
   decoded image (uint8/uint16) -> ``FullResolution.working_L`` (L at the working size) ->
-  the model (ONNX Runtime for .onnx, torch for .pt) -> ab in [-1, 1] at low resolution ->
+  the model (ONNX Runtime for .onnx, torch for .pt) -> ab in [-1, 1] at low resolution (with colour points:
+  each point's remaining error spread around it, ``PointSpread.follow_points``) ->
   ``FullResolution.recombine_image`` (ab upsampled onto the image's own L in strips, chroma
   fitted into the sRGB gamut, L kept exactly) -> uint8 RGB.
 Also owns colourising files and folders (bounded memory: images are decoded a few at a time,
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 from FullResolution import lab_of, recombine_image, working_L
 from Hints import Guidance, HintError, Point, check_points, local_map, no_hints_error, read_hints, reference_hint
 from ImageIO import DiskFullError, ImageReadError, as_rgb, atomic_write, load_image, to_float
+from PointSpread import follow_points, grid_lightness
 from References import ModelConfig
 
 BATCH_PIXELS = 24_000_000  # decoded pixels held at once in folder mode (beside one output)
@@ -103,6 +105,7 @@ class Colorizer:
     name: str = "model"
     model: object | None = None  # the torch model for a .pt checkpoint (None for ONNX)
     bins: np.ndarray | None = None  # (Q, 2) Lab ab of the classes (classification models)
+    obey_points: bool = True  # spread each colour point's remaining error (PointSpread); False: the network alone
 
     @property
     def guided(self) -> bool:
@@ -174,7 +177,21 @@ class Colorizer:
         """
         L = np.concatenate([working_L(im, self.cfg.image_size) for im in images])
         ab, ent = self.predict(L, temperature, *self.hint_inputs(images, guidance))
+        if self.obey_points and guidance:
+            ab = self._follow(ab, L, images, guidance)
         return (ab, ent) if entropy else ab
+
+    @staticmethod
+    def _follow(ab: np.ndarray, L: np.ndarray, images: list[np.ndarray],
+                guidance: Sequence[Guidance | None]) -> np.ndarray:
+        """Each image's points' remaining error spread on its ab (PointSpread.follow_points) over the network's own
+        input L (B, 1, S, S), area-averaged to ab's grid."""
+        ab = np.array(ab, np.float32)  # a copy: the predictor's buffers are not ours to change
+        for i, (im, g) in enumerate(zip(images, guidance)):
+            if g and g.points:
+                grid = grid_lightness(L[i, 0], ab.shape[-2:])
+                ab[i] = follow_points(ab[i], grid, g.points, im.shape[0], im.shape[1])
+        return ab
 
     def colorize(self, images: list[np.ndarray], temperature: float | None = None,
                  guidance: Sequence[Guidance | None] | None = None) -> list[np.ndarray]:

@@ -57,7 +57,7 @@ def folder_table(colorizer: Colorizer, folder: Path, settings: list[Setting], li
     print(f"\n### {folder.name} ({table[0]['images']} photos, {colorizer.name}; {seconds:.0f} s)\n\n"
           f"{format_table(table)}", flush=True)
     write_reports(rows, out_dir / folder.name, table=table)
-    return {"folder": str(folder), "photos": table[0]["images"], "unreadable": [str(f) for f, _ in failed],
+    return {"folder": folder.name, "photos": table[0]["images"], "unreadable": [str(f) for f, _ in failed],
             "seconds": seconds, "table": table}
 
 

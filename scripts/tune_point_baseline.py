@@ -1,12 +1,17 @@
-"""Choose the points baseline's sigma_d and sigma_L (GuidedBaselines.SIGMA_D, SIGMA_L) on a folder: val/ only.
+"""Choose the points baseline's sigma_d and sigma_L (GuidedBaselines.SIGMA_D, SIGMA_L) on a folder: val/ only;
+with --follow, the guided model's own spread instead (PointSpread.FOLLOW_D, FOLLOW_L).
 
 For every photo the model's automatic ab is computed once; then for each (sigma_d, sigma_L) of a small grid and
 each number of simulated points (the evaluation's own points, GuidedEvaluate.photo_points), the spread output is
 recombined at full resolution and scored by PSNR. Prints mean PSNR per pair and per N, and the pair with the best
 mean over the N (each N weighted equally). Needs no guided model: the baseline post-processes automatic colour.
+With --follow the spread starts from the guided model's hinted output (its network alone) on the model's own ab
+grid, as Colorizer.ab_for runs it; only the sigma_d / sqrt(N) values apply.
 
 Usage:
     python scripts/tune_point_baseline.py ../shared/data/colorize-corpus/val --checkpoint weights/colorizer.onnx
+    python scripts/tune_point_baseline.py ../shared/data/colorize-corpus/val --follow --fixed "" \
+        --per-sqrt-n 0.25,0.5,1,2 --sigmas-l 8,15,30
 """
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from FullResolution import recombine_image  # noqa: E402
-from GuidedBaselines import grid_L, grid_shape, spread_points  # noqa: E402
+from GuidedBaselines import grid_L, grid_shape  # noqa: E402
+from FullResolution import working_L  # noqa: E402
+from Hints import Guidance  # noqa: E402
+from PointSpread import follow_points, grid_lightness, spread_points  # noqa: E402
 from GuidedEvaluate import photo_points  # noqa: E402
 from ImageIO import find_images, load_image  # noqa: E402
 from Inference import Colorizer, is_colour, to_rgb8  # noqa: E402
@@ -40,9 +48,10 @@ def floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
 
-def photo_scores(colorizer: Colorizer, path: Path, sigmas_d: tuple, sigmas_l: tuple
+def photo_scores(colorizer: Colorizer, path: Path, sigmas_d: tuple, sigmas_l: tuple, follow: bool = False
                  ) -> dict[tuple[tuple[float, bool], float, int], float] | None:
-    """PSNR of the spread output for every (sigma_d, sigma_L, N) on one photo; None for a grey one."""
+    """PSNR of the spread output for every (sigma_d, sigma_L, N) on one photo; None for a grey one. ``follow``:
+    spread the guided network's hinted output instead of the automatic one."""
     image = load_image(path)
     if not is_colour(image):
         return None
@@ -53,6 +62,16 @@ def photo_scores(colorizer: Colorizer, path: Path, sigmas_d: tuple, sigmas_l: tu
     ab, L = ab * np.float32(LAB.ab_scale), grid_L(image, shape)
     points = photo_points(image, path.name, max(COUNTS))
     out = {}
+    if follow:  # the guided network's own output for each N, spread on its grid (Colorizer.ab_for's last step)
+        colorizer.obey_points = False
+        L = grid_lightness(working_L(image, colorizer.cfg.image_size)[0, 0], auto.shape[1:])
+        for n in COUNTS:
+            hinted = colorizer.ab_for([image], guidance=[Guidance(points=points[:n])])[0]
+            for sd in (sd for sd in sigmas_d if sd[1]):
+                for sl in sigmas_l:
+                    ab_n = follow_points(hinted, L, points[:n], H, W, reach=sd[0], sigma_l=sl)
+                    out[sd, sl, n] = psnr(recombine_image(image, ab_n), truth)
+        return out
     for sd in sigmas_d:
         for sl in sigmas_l:
             for n in COUNTS:
@@ -71,19 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixed", default=FIXED, help=f"sigma_d values, fractions of the shorter side (default {FIXED})")
     ap.add_argument("--per-sqrt-n", default=PER_SQRT_N,
                     help=f"sigma_d values divided by sqrt(N) (default {PER_SQRT_N})")
+    ap.add_argument("--follow", action="store_true",
+                    help="tune the guided model's own spread (PointSpread.follow_points) rather than the baseline")
     ap.add_argument("--sigmas-l", default=SIGMAS_L, help=f"sigma_L values, Lab L units (default {SIGMAS_L})")
     args = ap.parse_args(argv)
-    sigmas_d = tuple((v, False) for v in floats(args.fixed)) + tuple((v, True) for v in floats(args.per_sqrt_n))
+    sigmas_d = tuple((v, False) for v in floats(args.fixed) if not args.follow) + \
+        tuple((v, True) for v in floats(args.per_sqrt_n))
     sigmas_l = floats(args.sigmas_l)
     colorizer = Colorizer.from_checkpoint(args.checkpoint)
     files = find_images(args.folder)[:args.limit or None]
-    scores = (photo_scores(colorizer, f, sigmas_d, sigmas_l) for f in tqdm(files, unit="img"))
+    scores = (photo_scores(colorizer, f, sigmas_d, sigmas_l, args.follow) for f in tqdm(files, unit="img"))
     per_photo = [s for s in scores if s is not None]
     mean = {k: float(np.mean([s[k] for s in per_photo])) for k in per_photo[0]}
-    print(f"{args.folder}: {len(per_photo)} colour photos, {colorizer.name}; mean PSNR (dB) of the spread output")
+    what = "the guided output with its points' errors spread" if args.follow else "the spread output"
+    print(f"{args.folder}: {len(per_photo)} colour photos, {colorizer.name}; mean PSNR (dB) of {what}")
     print("| sigma_d | sigma_L | " + " | ".join(f"{n} pts" for n in COUNTS) + " | mean |")
     print("|---:|---:|" + "---:|" * (len(COUNTS) + 1))
     overall = {}
+    sigmas_d = tuple(sd for sd in sigmas_d if (sd, sigmas_l[0], COUNTS[0]) in mean)
     for sd in sigmas_d:
         for sl in sigmas_l:
             row = [mean[sd, sl, n] for n in COUNTS]

@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import load_script, real_photo
 from guided_helpers import shipped_guided
 from FullResolution import lab_of
-from GuidedBaselines import ab_stats, mean_std_transfer, points_baseline, spread_points
+from GuidedBaselines import ab_stats, mean_std_transfer, points_baseline
+from PointSpread import spread_points
 from GuidedEvaluate import Reference, Setting, hint_error, parse_setting, photo_points, pick_reference
 from Hints import HintError, Point, simulate_points
 from ImageIO import to_float
