@@ -78,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     model = args.checkpoint.resolve()  # named relative to the repository when inside it: no machine's paths
-    doc = {"checkpoint": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "rows": args.rows, "limit": args.limit, "folders": entries}
+    doc = {"checkpoint": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "rows": args.rows,
+           "limit": args.limit, "folders": entries}
     atomic_write(args.output / "guided_table.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
-    md = "\n\n".join(f"### {Path(e['folder']).name} ({e['photos']} photos)\n\n{format_table(e['table'])}"
+    md = "\n\n".join(f"### {e['folder']} ({e['photos']} photos)\n\n{format_table(e['table'])}"
                      for e in entries)
     atomic_write(args.output / "guided_table.md", lambda tmp: Path(tmp).write_text(md + "\n"))
     print(f"\nwrote {args.output / 'guided_table.json'}, {args.output / 'guided_table.md'}")

@@ -56,22 +56,22 @@ def photo_scores(colorizer: Colorizer, path: Path, sigmas_d: tuple, sigmas_l: tu
     if not is_colour(image):
         return None
     truth, (H, W) = to_rgb8(image), image.shape[:2]
+    points = photo_points(image, path.name, max(COUNTS))
+    out = {}
+    if follow:  # the guided network's own output for each N, spread on its grid (Colorizer.ab_for's last step)
+        L = working_L(image, colorizer.cfg.image_size)[0, 0]
+        for n in COUNTS:
+            hinted = colorizer.ab_for([image], guidance=[Guidance(points=points[:n])])[0]
+            grid = grid_lightness(L, hinted.shape[1:])
+            for sd in sigmas_d:
+                for sl in sigmas_l:
+                    ab_n = follow_points(hinted, grid, points[:n], H, W, reach=sd[0], sigma_l=sl)
+                    out[sd, sl, n] = psnr(recombine_image(image, ab_n), truth)
+        return out
     auto = colorizer.ab_for([image])[0]
     shape = grid_shape(H, W)
     ab = np.moveaxis(cv2.resize(np.moveaxis(auto, 0, -1), shape[::-1], interpolation=cv2.INTER_LINEAR), -1, 0)
     ab, L = ab * np.float32(LAB.ab_scale), grid_L(image, shape)
-    points = photo_points(image, path.name, max(COUNTS))
-    out = {}
-    if follow:  # the guided network's own output for each N, spread on its grid (Colorizer.ab_for's last step)
-        colorizer.obey_points = False
-        L = grid_lightness(working_L(image, colorizer.cfg.image_size)[0, 0], auto.shape[1:])
-        for n in COUNTS:
-            hinted = colorizer.ab_for([image], guidance=[Guidance(points=points[:n])])[0]
-            for sd in (sd for sd in sigmas_d if sd[1]):
-                for sl in sigmas_l:
-                    ab_n = follow_points(hinted, L, points[:n], H, W, reach=sd[0], sigma_l=sl)
-                    out[sd, sl, n] = psnr(recombine_image(image, ab_n), truth)
-        return out
     for sd in sigmas_d:
         for sl in sigmas_l:
             for n in COUNTS:
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         tuple((v, True) for v in floats(args.per_sqrt_n))
     sigmas_l = floats(args.sigmas_l)
     colorizer = Colorizer.from_checkpoint(args.checkpoint)
+    colorizer.obey_points = not args.follow  # --follow starts from the network alone, then spreads as ab_for does
     files = find_images(args.folder)[:args.limit or None]
     scores = (photo_scores(colorizer, f, sigmas_d, sigmas_l, args.follow) for f in tqdm(files, unit="img"))
     per_photo = [s for s in scores if s is not None]
@@ -107,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     print("| sigma_d | sigma_L | " + " | ".join(f"{n} pts" for n in COUNTS) + " | mean |")
     print("|---:|---:|" + "---:|" * (len(COUNTS) + 1))
     overall = {}
-    sigmas_d = tuple(sd for sd in sigmas_d if (sd, sigmas_l[0], COUNTS[0]) in mean)
     for sd in sigmas_d:
         for sl in sigmas_l:
             row = [mean[sd, sl, n] for n in COUNTS]
