@@ -36,7 +36,8 @@ from Hints import HintError, Point, check_points, no_hints_error, read_hints
 from tqdm.auto import tqdm
 
 from ImageIO import ImageReadError, find_images, interrupt_on_sigterm, is_video, load_image, split_videos
-from Inference import Colorizer, Report, colorize_paths, confidence_path, no_confidence_error, plan_outputs
+from Folders import Report, colorize_paths, confidence_path, no_confidence_error, plan_outputs
+from Inference import Colorizer
 from References import IMAGE_EXTENSIONS, VIDEO_OUTPUT, VideoConfig
 
 
@@ -241,6 +242,7 @@ def colorize_film(colorizer: Colorizer, task: Task, opts: Options) -> Report:
     """One film with its colour points and reference (Video.colorize_video's ``guidance`` and ``reference``);
     a film that fails, or whose hints or reference cannot be used, is reported on one line."""
     import Video
+    import VideoFiles
 
     report = Report()
     try:
@@ -250,7 +252,7 @@ def colorize_film(colorizer: Colorizer, task: Task, opts: Options) -> Report:
         r = Video.colorize_video(colorizer, task.src, task.dst, opts.smoothing, opts.batch_size, opts.max_pixels,
                                  opts.progress, dataclasses.replace(VideoConfig(), crf=opts.crf),
                                  guidance=points or None, reference=glob)
-    except (Video.VideoReadError, OSError, HintError, ImageReadError) as e:
+    except (VideoFiles.VideoReadError, OSError, HintError, ImageReadError) as e:
         report.failed.append((task.src, str(e)))
         tqdm.write(f"error: {e}", file=sys.stderr)
         return report

@@ -6,7 +6,7 @@ global-context vector pooled from the deepest tap is broadcast back over the ima
 (the "fusion layer" of encoder-classifier colourisers). Two heads:
   * regression: tanh -> ab in [-1, 1], upsampled bilinearly to the input size;
   * classification: logits over quantised ab bins at half the input resolution
-    (decoded to ab by ``Inference.decode_prediction``).
+    (decoded to ab by ``ModelIO.decode_prediction``).
 ``guided=True`` adds the user's colour hints (Zhang et al. 2017): local points, an ab map and a mask at
 the working size, enter every decoder scale through a small ``HintBranch``; a global hint, a
 distribution over the ab bins with a "given" flag, enters the global-context (fusion) vector through
@@ -200,7 +200,7 @@ class Decoder(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.head = nn.Conv2d(widths[self.taps[0]], out_channels, 3, padding=1)
         self.guided = guided
-        self.frozen_base = False  # Training.freeze_base: only the hint layers train, BatchNorm keeps its statistics
+        self.frozen_base = False  # TrainingSetup.freeze_base: only the hint layers train, BatchNorm keeps its statistics
         if guided:
             self.hint_branches = nn.ModuleList(HintBranch(widths[t], 64 if hint_features else 48, hint_features)
                                                for t in self.taps)

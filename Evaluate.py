@@ -29,11 +29,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from FullResolution import recombine_image
-from Inference import Colorizer, fit_height, grey_of, hstack, load_batches, to_rgb8, vstack, write_image
+from Folders import load_batches
+from Inference import Colorizer
+from Pictures import fit_height, grey_of, hstack, to_rgb8, vstack, write_image
 from Metrics import colorfulness, psnr, ssim, summarise
 from ImageIO import atomic_write
 from Temporal import WarpingError, flow_grid, lab_ab
-from Video import VideoReadError, check_count, colorize_frames, open_video
+from Video import colorize_frames
+from VideoFiles import VideoReadError, check_count, open_video
 
 ORIGINAL = "original"  # the originals' name in distribution scorers
 

@@ -33,7 +33,9 @@ from FullResolution import lab_of, recombine_image
 from GuidedBaselines import ab_stats, mean_std_transfer, points_baseline
 from Hints import Guidance, HintError, Point, _span as patch_span, default_radius, no_hints_error, simulate_points
 from ImageIO import ImageReadError, load_image, to_float
-from Inference import Colorizer, fit_height, grey_of, hstack, is_colour, load_batches, to_rgb8
+from Folders import load_batches
+from Inference import Colorizer
+from Pictures import fit_height, grey_of, hstack, is_colour, to_rgb8
 from References import LAB
 
 MAX_POINTS = 10_000  # as many as a hint file may hold

@@ -42,7 +42,7 @@ from Quantization import annealed_mean, class_weights, classification_loss
 from RefinerLayers import HintRefiner, RefinedDecoder
 from References import LAB, ModelConfig, Paths, TrainConfig
 from RunFolder import RunFolder
-from Training import split_files
+from TrainingSetup import split_files
 
 BANK_SCALE = 1.25  # photos are kept at this multiple of the working size, so a crop is resampled by 0.9-1.25x
 MAX_POINTS = 100
@@ -224,7 +224,7 @@ class Validation:
 
 
 def run_data(paths: Paths, tcfg: TrainConfig, side: int, device: torch.device) -> tuple[PhotoBank, PhotoBank]:
-    """The training and validation photos (``Training.split_files``) as PhotoBanks of ``side`` px on ``device``."""
+    """The training and validation photos (``TrainingSetup.split_files``) as PhotoBanks of ``side`` px on ``device``."""
     train_files, val_files = split_files(paths, tcfg)
     bank, val_bank = PhotoBank(train_files, side, device), PhotoBank(val_files, side, device)
     for why in bank.skipped + val_bank.skipped:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from FullResolution import recombine_L
-from Inference import hstack, vstack, write_image
+from Pictures import hstack, vstack, write_image
 from ModelIO import atomic_write, autocast, decode_prediction, disk_full_as_error
 from References import ModelConfig
 

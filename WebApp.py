@@ -50,7 +50,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from FullResolution import recombine_image
 from Hints import Guidance, HintError, Point, no_hints_error, shrink_reference
-from Inference import Colorizer, encode_image
+from Inference import Colorizer
+from Pictures import encode_image
 from ImageIO import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
 from References import LIMITS, asset_dir
 from WebServer import SECURITY_HEADERS, make_server, release_memory, tune_malloc, upload_too_large

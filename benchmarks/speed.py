@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from Distributed import resolve_device  # noqa: E402
-from Inference import Colorizer, colorize_paths  # noqa: E402
+from Folders import colorize_paths  # noqa: E402
+from Inference import Colorizer  # noqa: E402
 from LoadData import find_images  # noqa: E402
 from ModelIO import autocast  # noqa: E402
 

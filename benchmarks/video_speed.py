@@ -55,6 +55,7 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
 
     import Evaluate
     import Video
+    import VideoFiles
     from Inference import Colorizer
 
     colorizer = Colorizer.from_checkpoint(ROOT / "weights" / "colorizer.pt", torch.device(device))
@@ -65,10 +66,10 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
         return (time.perf_counter() - t) * 1000 / n
 
     def decode() -> int:
-        return sum(1 for _ in Video.open_video(clip)[1])
+        return sum(1 for _ in VideoFiles.open_video(clip)[1])
 
     def network() -> int:
-        info, frames = Video.open_video(clip)
+        info, frames = VideoFiles.open_video(clip)
         n = 0
         for batch in Video.batched(frames, Video.frames_per_batch(info, 8)):
             colorizer.ab_for(batch)
@@ -76,7 +77,7 @@ def stage_costs(clip: Path, smoothing: float, device: str) -> dict[str, float]:
         return n
 
     def colourise() -> int:
-        info, frames = Video.open_video(clip)
+        info, frames = VideoFiles.open_video(clip)
         return sum(1 for _ in Video.colorize_frames(colorizer, info, frames, smoothing))
 
     def everything() -> int:

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 import Quantization  # noqa: E402
 from Evaluate import score as evaluate_row  # noqa: E402
 from FullResolution import recombine_image, working_L  # noqa: E402
-from Inference import load_batches, to_rgb8  # noqa: E402
+from Folders import load_batches  # noqa: E402
+from Pictures import to_rgb8  # noqa: E402
 from LoadData import find_images  # noqa: E402
 from Metrics import summarise  # noqa: E402
 from ModelIO import load_checkpoint  # noqa: E402

@@ -26,7 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from Inference import Colorizer, fit_height, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
+from Inference import Colorizer  # noqa: E402
+from Pictures import fit_height, grey_of, hstack, to_rgb8, vstack, write_image  # noqa: E402
 from ImageIO import find_images, load_image  # noqa: E402
 
 
@@ -71,7 +72,8 @@ def video_figure(checkpoint: Path, out: Path, height: int, clip: Path = ROOT / "
     import tempfile
 
     from References import VideoConfig
-    from Video import colorize_video, open_video
+    from Video import colorize_video
+    from VideoFiles import open_video
 
     colorizer = Colorizer.from_checkpoint(checkpoint, torch.device("cpu"))
     smoothing = VideoConfig().temporal_smoothing

@@ -33,7 +33,8 @@ from Hints import Guidance  # noqa: E402
 from PointSpread import follow_points, grid_lightness, spread_points  # noqa: E402
 from GuidedEvaluate import photo_points  # noqa: E402
 from ImageIO import find_images, load_image  # noqa: E402
-from Inference import Colorizer, is_colour, to_rgb8  # noqa: E402
+from Inference import Colorizer  # noqa: E402
+from Pictures import is_colour, to_rgb8  # noqa: E402
 from Metrics import psnr  # noqa: E402
 from References import LAB, Paths  # noqa: E402
 

@@ -104,7 +104,7 @@ def test_torchrun_ranks_share_the_folder(tmp_path, tiny_checkpoint):
 SLOW_WRITE = """
 import sys, time
 sys.path.insert(0, {root!r})
-import Inference, ImageIO
+import Folders, ImageIO
 def slow(path, image, quality=95, bgr=False):
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -112,7 +112,7 @@ def slow(path, image, quality=95, bgr=False):
             f.flush()
             time.sleep(60)
     ImageIO.atomic_write(path, write)
-Inference.write_image = slow
+Folders.write_image = slow
 import Engine
 sys.exit(Engine.main(sys.argv[1:]))
 """
@@ -137,7 +137,7 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_checkpoint):
 def test_an_image_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
     """Outputs are written to a temporary file and renamed: a write that breaks off leaves the previous output
     as it was and no temporary file (writing into the output itself would leave half a PNG)."""
-    import Inference
+    import Pictures
 
     out = tmp_path / "photo.png"
     out.write_bytes(b"the previous output")
@@ -156,9 +156,9 @@ def test_an_image_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypa
         return f
     monkeypatch.setattr("builtins.open", breaking_open)
     with pytest.raises(OSError, match="connection"):
-        Inference.write_image(out, image)
+        Pictures.write_image(out, image)
     monkeypatch.undo()
     assert out.read_bytes() == b"the previous output"
     assert [p.name for p in tmp_path.iterdir()] == ["photo.png"]
-    Inference.write_image(out, image)
+    Pictures.write_image(out, image)
     assert np.array_equal(np.asarray(Image.open(out)), image)

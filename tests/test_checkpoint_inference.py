@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, real_photo
-from Inference import Colorizer, colorize_paths, plan_outputs
+from Folders import colorize_paths, plan_outputs
+from Inference import Colorizer
 from ModelIO import build_model, load_checkpoint, save_checkpoint
 from LoadData import find_images, load_rgb, rgb_to_lab, to_tensor
 

@@ -152,7 +152,7 @@ def test_a_full_disk_is_named_and_stops_the_run(tmp_path, tiny_checkpoint, capsy
             raise OSError(errno.ENOSPC, "No space left on device")
         real_atomic_write(path, no_space, keep_suffix)
     real_atomic_write = ImageIO.atomic_write
-    monkeypatch.setattr("Inference.atomic_write", full)
+    monkeypatch.setattr("Pictures.atomic_write", full)
     rc = Engine.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--output", str(tmp_path / "out"),
                       "--checkpoint", str(tiny_checkpoint)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -24,7 +24,8 @@ from PIL import Image
 import Engine
 from conftest import ROOT, TINY, real_photo
 from Hints import hex_to_ab, parse_hints
-from Inference import Colorizer, colorize_paths
+from Folders import colorize_paths
+from Inference import Colorizer
 from References import ModelConfig, Paths
 
 RED = "#d01010"

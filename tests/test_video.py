@@ -21,6 +21,7 @@ import Engine
 import Evaluate
 import Temporal
 import Video
+import VideoFiles
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -48,8 +49,8 @@ def shipped():
     return Colorizer.from_checkpoint(ROOT / "weights" / "colorizer.pt", torch.device("cpu"))
 
 
-def decode(path: Path) -> tuple[Video.VideoInfo, list[np.ndarray]]:
-    info, frames = Video.open_video(path)
+def decode(path: Path) -> tuple[VideoFiles.VideoInfo, list[np.ndarray]]:
+    info, frames = VideoFiles.open_video(path)
     return info, [f.copy() for f in frames]
 
 
@@ -59,7 +60,7 @@ def lab(frame: np.ndarray) -> np.ndarray:
 
 def run(colorizer, clip: Path, smoothing: float) -> tuple[list[np.ndarray], Temporal.Stabiliser]:
     """The colourised frames of ``clip``, before encoding, and the stabiliser that made them."""
-    info, frames = Video.open_video(clip)
+    info, frames = VideoFiles.open_video(clip)
     outs, stab = [], None
     for _, out, stab in Video.colorize_frames(colorizer, info, frames, smoothing):
         outs.append(out)
@@ -223,9 +224,9 @@ def test_a_variable_frame_rate_keeps_its_duration_and_is_warned_about(tiny_check
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
                     "testsrc=s=96x64:d=1:r=24", "-vf", "setpts='if(gte(N,12),PTS+2/TB,PTS)'", "-fps_mode", "vfr",
                     "-c:v", "libx264", str(src)], check=True)
-    assert Video.open_video(src)[0].frames > 60
+    assert VideoFiles.open_video(src)[0].frames > 60
     assert Engine.main([str(src), "--output", str(tmp_path / "o.mp4"), "--checkpoint", str(tiny_checkpoint)]) == 0
     assert "variable frame rate" in capsys.readouterr().err
     info, frames = decode(tmp_path / "o.mp4")
     assert abs(len(frames) / float(info.fps) - 3.0) < 0.1
-    assert Video.interval_spread(tmp_path / "o.mp4") < Video.VARIABLE_RATE < Video.interval_spread(src)
+    assert VideoFiles.interval_spread(tmp_path / "o.mp4") < VideoFiles.VARIABLE_RATE < VideoFiles.interval_spread(src)

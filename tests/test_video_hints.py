@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import Video
+import VideoFiles
 from guided_helpers import fake_guided, hint_json, shipped_guided
 from Hints import HintError
 
@@ -44,7 +45,7 @@ def clip_frames(n: int = FRAMES):
         yield np.repeat(np.clip(frame, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-INFO = Video.VideoInfo(Path("square.mkv"), W, H, Fraction(24), FRAMES, "h264", None)
+INFO = VideoFiles.VideoInfo(Path("square.mkv"), W, H, Fraction(24), FRAMES, "h264", None)
 
 
 def red_point(frame: int | None = K) -> dict:
