@@ -131,6 +131,9 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
                         "which stays frozen (Refining.py: the data lives on the device, one process); 0 = no refiner")
     g.add_argument("--refiner-ce", type=float, default=t.refiner_ce,
                    help="with --refiner: add this weight x the rebalanced cross-entropy to its L1 loss")
+    g.add_argument("--refiner-chroma", type=float, default=t.refiner_chroma,
+                   help="with --refiner: add this weight x each image's |mean chroma - its photo's| to its loss, "
+                        "which an L1 loss alone lets fall (greyish colours wherever the colour is unsure)")
     add_gan_arguments(ap)
 
 
@@ -195,7 +198,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Paths, ModelConfig, Tra
         crop_scale=(args.crop_scale, 1.0), save_every_steps=args.save_every_steps, max_steps=args.max_steps,
         compile=args.compile, warmup_steps=args.warmup_steps, init_from=args.init_from, init_member=args.init_member,
         hint_layers_only=args.hint_layers_only, hint_none=args.hint_none, hint_p=args.hint_p,
-        refiner_ce=args.refiner_ce)
+        refiner_ce=args.refiner_ce, refiner_chroma=args.refiner_chroma)
     return paths, cfg, tcfg
 
 
@@ -237,8 +240,8 @@ def value_problem(args: argparse.Namespace) -> str | None:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
         return "--init-from starts a new run; --resume continues one: give only one of them"
-    if args.refiner < 0 or args.refiner_ce < 0:
-        return "--refiner and --refiner-ce must be at least 0"
+    if args.refiner < 0 or args.refiner_ce < 0 or args.refiner_chroma < 0:
+        return "--refiner, --refiner-ce and --refiner-chroma must be at least 0"
     if args.refiner and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "--refiner trains in one process: run it without torchrun"
     if args.refiner and (args.resume or args.gan != "none" or args.guided):

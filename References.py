@@ -199,6 +199,8 @@ class TrainConfig:
     hint_lr_scale: float = 10.0  # the hint layers' learning rate, as a multiple of --lr (they start from zero)
     # a hint refiner's loss (Refining.py): L1 on the decoded colour plus this weight x the rebalanced cross-entropy
     refiner_ce: float = 0.0
+    # ... plus this weight x each image's |mean chroma - its truth's| (Refining.chroma_gap): against greyness
+    refiner_chroma: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -160,11 +160,20 @@ def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return normalize_lab(rgb_to_lab(rgb))
 
 
+def chroma_gap(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ab (B, 2, h, w) of a prediction and of its truth, network units -> (B,): each image's mean chroma |ab| minus
+    its truth's. Negative where the prediction is greyer than the photo."""
+    return (pred.float().norm(dim=1).mean((1, 2)) - target.float().norm(dim=1).mean((1, 2)))
+
+
 def refined_loss(model: ColorizationModel, L: torch.Tensor, ab: torch.Tensor, hints: Hints, bins: torch.Tensor, temperature: float,
                  device: torch.device, refine: bool = True, class_weights: torch.Tensor | None = None,
-                 ce_weight: float = 0.0) -> torch.Tensor:
-    """Mean |decoded ab - the truth's ab| (network units) on the logits' grid, with the refiner or without; plus
-    ``ce_weight`` x the rebalanced cross-entropy of the refined distribution (Quantization), if > 0."""
+                 ce_weight: float = 0.0, chroma_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, chroma_gap (B,)): the loss is the mean |decoded ab - the truth's ab| (network units) on the logits'
+    grid, with the refiner or without; plus ``ce_weight`` x the rebalanced cross-entropy of the refined
+    distribution (Quantization), if > 0; plus ``chroma_weight`` x the mean |chroma_gap|, if > 0. An L1 loss alone
+    pays a grey colour wherever the colour is unsure, so a photo comes out greyer than it is; the chroma term
+    asks each image to be as colourful as its truth overall, and leaves where the colour goes to the L1 term."""
     decoder = model.decoder
     with torch.no_grad(), autocast(device):
         logits = decoder.base(model.encoder(L), L, hints).float()
@@ -176,7 +185,10 @@ def refined_loss(model: ColorizationModel, L: torch.Tensor, ab: torch.Tensor, hi
     loss = (pred - target).abs().mean()
     if ce_weight > 0:
         loss = loss + ce_weight * classification_loss(logits, ab, bins, class_weights)
-    return loss
+    gap = chroma_gap(pred, target)
+    if chroma_weight > 0:
+        loss = loss + chroma_weight * gap.abs().mean()
+    return loss, gap
 
 
 def refined_model(source: str, width: int, device: torch.device) -> tuple[ColorizationModel, ModelConfig, dict]:
@@ -211,16 +223,18 @@ class Validation:
 
     @torch.no_grad()
     def error(self, model: ColorizationModel, bins: torch.Tensor, temperature: float, refine: bool,
-              chunk: int = 32) -> float:
-        """Mean |ab| error in Lab units of ``model`` on these photos, with its refiner or without."""
+              chunk: int = 32) -> tuple[float, float]:
+        """(mean |ab| error, mean chroma gap (chroma_gap; < 0: greyer than the photos)), Lab units, of ``model``
+        on these photos, with its refiner or without."""
         model.decoder.refiner.eval()
-        total = 0.0
+        total, gap = 0.0, 0.0
         for i in range(0, len(self.L), chunk):
             hints = Hints(self.hints.local[i:i + chunk], self.hints.global_[i:i + chunk])
-            total += refined_loss(model, self.L[i:i + chunk], self.ab[i:i + chunk], hints, bins, temperature,
-                                  self.L.device, refine).item() * len(self.L[i:i + chunk])
+            loss, g = refined_loss(model, self.L[i:i + chunk], self.ab[i:i + chunk], hints, bins, temperature,
+                                   self.L.device, refine)
+            total, gap = total + loss.item() * len(g), gap + g.sum().item()
         model.decoder.refiner.train()
-        return total / len(self.L) * LAB.ab_scale
+        return total / len(self.L) * LAB.ab_scale, gap / len(self.L) * LAB.ab_scale
 
 
 def run_data(paths: Paths, tcfg: TrainConfig, side: int, device: torch.device) -> tuple[PhotoBank, PhotoBank]:
@@ -255,15 +269,15 @@ def fit_refiner(paths: Paths, tcfg: TrainConfig, width: int, device: torch.devic
     every, best, running, t0 = max(1, total // 20), float("inf"), 0.0, time.perf_counter()
     print(f"refiner ({sum(p.numel() for p in refiner.parameters()) / 1e6:.2f} M parameters) on {tcfg.init_from}: "
           f"{len(bank)} training and {len(val_bank)} validation photos, {total} steps of {tcfg.batch_size} on {device}")
-    frozen_error = val.error(model, bins, cfg.temperature, refine=False)
+    frozen_error, frozen_gap = val.error(model, bins, cfg.temperature, refine=False)
     bar = tqdm(range(total), desc="refiner", unit="step")
     for step in bar:
         lr = tcfg.lr * min(1.0, (step + 1) / max(tcfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * step / total))
         for group in opt.param_groups:
             group["lr"] = lr
         L, ab = lab_batch(bank.crops(tcfg.batch_size, cfg.image_size, g, tcfg.crop_scale))
-        loss = refined_loss(model, L, ab, simulate_hints(ab, bins, g), bins, cfg.temperature, device,
-                            class_weights=weights, ce_weight=tcfg.refiner_ce)
+        loss, _ = refined_loss(model, L, ab, simulate_hints(ab, bins, g), bins, cfg.temperature, device,
+                               class_weights=weights, ce_weight=tcfg.refiner_ce, chroma_weight=tcfg.refiner_chroma)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()}; stopping (last.pt is from before)")
         opt.zero_grad(set_to_none=True)
@@ -273,10 +287,11 @@ def fit_refiner(paths: Paths, tcfg: TrainConfig, width: int, device: torch.devic
         running = 0.98 * running + 0.02 * loss.item() * LAB.ab_scale if step else loss.item() * LAB.ab_scale
         bar.set_postfix(loss=f"{running:.2f}")
         if (step + 1) % every == 0 or step + 1 == total:
-            err = val.error(model, bins, cfg.temperature, refine=True)
+            err, gap = val.error(model, bins, cfg.temperature, refine=True)
             # Lab units (train_loss: the whole loss x 110); "epoch" in passes over the photos, for RunFolder's curve
             record = {"epoch": round((step + 1) / per_epoch, 2), "step": step + 1, "train_loss": round(running, 4),
                       "val_loss": round(err, 4), "val_loss_frozen": round(frozen_error, 4),
+                      "val_chroma_gap": round(gap, 3), "val_chroma_gap_frozen": round(frozen_gap, 3),
                       "seconds": round(time.perf_counter() - t0, 1)}
             run.append_metrics(record)
             tqdm.write(" ".join(f"{k} {v}" for k, v in record.items()))

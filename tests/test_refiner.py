@@ -18,7 +18,7 @@ from Hints import ab_histogram
 from ModelIO import build_model, decode_prediction, load_checkpoint, load_generator, save_checkpoint
 from References import LAB, ModelConfig, Paths, TrainConfig
 from RefinerLayers import HintRefiner, RefinedDecoder
-from Refining import fit_refiner, histograms, point_maps, simulate_hints
+from Refining import chroma_gap, fit_refiner, histograms, point_maps, refined_loss, simulate_hints
 
 SMALL = ModelConfig(image_size=64, widths=(("relu1_2", 8), ("relu2_2", 16), ("relu3_3", 16), ("relu4_3", 32),
                                            ("relu5_3", 32)), global_width=32, guided=True)
@@ -174,6 +174,24 @@ def test_every_simulated_crop_gets_a_hint_in_the_documented_mix():
     assert torch.allclose(hints.global_[reference, :-1].sum(1), torch.tensor(1.0))
 
 
+@torch.no_grad()
+def test_the_chroma_term_charges_a_greyer_prediction():
+    """chroma_gap is each image's mean |ab| minus its truth's (negative when greyer), and --refiner-chroma adds
+    its weight x the mean |gap| to the loss, for a refined and an unrefined pass alike."""
+    truth = torch.rand(2, 2, 8, 8) * 2 - 1
+    gap = chroma_gap(0.5 * truth, truth)
+    assert torch.allclose(gap, -0.5 * truth.norm(dim=1).mean((1, 2)))
+    assert torch.allclose(chroma_gap(truth, truth), torch.zeros(2))
+    model, _ = refined_small()
+    L, ab = torch.rand(2, 1, 64, 64) * 2 - 1, (torch.rand(2, 2, 64, 64) * 2 - 1) * 0.5
+    for refine in (True, False):
+        plain, g = refined_loss(model, L, ab, one_point(2), BINS, 0.38, torch.device("cpu"), refine)
+        charged, g2 = refined_loss(model, L, ab, one_point(2), BINS, 0.38, torch.device("cpu"), refine,
+                                   chroma_weight=2.0)
+        assert torch.equal(g, g2) and g.abs().min() > 1e-3
+        assert math.isclose(charged.item() - plain.item(), 2.0 * g.abs().mean().item(), rel_tol=1e-4)
+
+
 def test_a_short_refiner_run_trains_only_the_refiner(tmp_path):
     """Two steps on the CPU from a small guided model: last.pt holds the refined model, its base weights are the
     source's exactly, its refiner moved, --init-from on it gives back the decoder without the refiner, and it
@@ -188,7 +206,7 @@ def test_a_short_refiner_run_trains_only_the_refiner(tmp_path):
             rgb = (np.random.default_rng(i).random((40, 50, 3)) * 255).astype(np.uint8)
             cv2.imwrite(str(tmp_path / part / f"p{i}.png"), rgb)
     paths = Paths(data_dir=tmp_path / "train", val_dir=tmp_path / "val", runs_dir=tmp_path / "runs")
-    tcfg = TrainConfig(epochs=1, batch_size=2, max_steps=2, warmup_steps=1, lr=1e-2, refiner_ce=0.02,
+    tcfg = TrainConfig(epochs=1, batch_size=2, max_steps=2, warmup_steps=1, lr=1e-2, refiner_ce=0.02, refiner_chroma=0.5,
                        init_from=str(tmp_path / "guided.pt"))
     assert fit_refiner(paths, tcfg, 4, torch.device("cpu"), "r") == 0
     model, ckpt = load_checkpoint(tmp_path / "runs" / "r" / "last.pt", torch.device("cpu"))
@@ -197,6 +215,9 @@ def test_a_short_refiner_run_trains_only_the_refiner(tmp_path):
     theirs = source.decoder.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in model.decoder.base.state_dict().items())
     assert model.decoder.refiner.head.weight.abs().sum() > 0  # it started at zero
+    import json
+    record = json.loads((tmp_path / "runs" / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 2 and {"val_chroma_gap", "val_chroma_gap_frozen"} <= record.keys()
     plain, info, _ = load_generator(tmp_path / "runs" / "r" / "last.pt", torch.device("cpu"))
     assert not isinstance(plain.decoder, RefinedDecoder) and info["model_config"].refiner_width == 0
     from Export import assemble
