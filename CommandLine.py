@@ -240,8 +240,10 @@ def value_problem(args: argparse.Namespace) -> str | None:
         return "--n-critic must be at least 1, --gan-pretrain-steps and --lambda-adv at least 0"
     if args.init_from and args.resume:
         return "--init-from starts a new run; --resume continues one: give only one of them"
-    if args.refiner < 0 or args.refiner_ce < 0 or args.refiner_chroma < 0:
+    if args.refiner < 0 or not (args.refiner_ce >= 0 and args.refiner_chroma >= 0):  # "not >=": NaN is refused too
         return "--refiner, --refiner-ce and --refiner-chroma must be at least 0"
+    if (args.refiner_ce or args.refiner_chroma) and not args.refiner:
+        return "--refiner-ce and --refiner-chroma weight a refiner's loss: give them with --refiner WIDTH"
     if args.refiner and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return "--refiner trains in one process: run it without torchrun"
     if args.refiner and (args.resume or args.gan != "none" or args.guided):

@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that carry a user-facing one-line message, from the modules already loaded."""
     found: list[type[BaseException]] = [ValueError]
-    for module, name in (("EncoderLayers", "BackboneUnavailableError"), ("Video", "VideoReadError"),
-                         ("Training", "TrainingError"), ("Export", "ExportError")):
+    for module, name in (("EncoderLayers", "BackboneUnavailableError"), ("VideoFiles", "VideoReadError"),
+                         ("Export", "ExportError")):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type):
             found.append(cls)

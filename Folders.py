@@ -8,6 +8,7 @@ output overwrites an input or another output (``plan_outputs``), each photo's hi
 line naming it and the rest are still written; ``Report`` counts them. Batch.py shares the work of a run out.
 
 Usage:
+    from ImageIO import find_images
     report = colorize_paths(colorizer, find_images("old_photos/"), Path("old_photos"), Path("results"))
 """
 from __future__ import annotations

@@ -15,6 +15,7 @@ and every classification model returns its per-pixel uncertainty (``ab_for(..., 
 ``confidence_image`` is that map at an output's size).
 
 Usage:
+    from Hints import Guidance, Point, hex_to_ab
     colorizer = Colorizer.from_checkpoint("weights/colorizer.onnx")
     rgb = colorizer.colorize([img], guidance=[Guidance(points=(Point(120, 45, hex_to_ab("#a83a2c")),))])[0]
 """

@@ -43,7 +43,7 @@ VIDEO_OUTPUT = ".mp4"
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """Video output and temporal stability (Temporal.py, Video.py)."""
+    """Video output and temporal stability (Temporal.py, Video.py, VideoFiles.py)."""
 
     # Weight of the flow-warped running ab estimate against each new prediction (0 = frame by frame).
     # 0.8 cut the warping error of grainy, flickering pans to 0.30-0.39x frame by frame (README, "Films and

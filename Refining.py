@@ -223,18 +223,20 @@ class Validation:
 
     @torch.no_grad()
     def error(self, model: ColorizationModel, bins: torch.Tensor, temperature: float, refine: bool,
-              chunk: int = 32) -> tuple[float, float]:
-        """(mean |ab| error, mean chroma gap (chroma_gap; < 0: greyer than the photos)), Lab units, of ``model``
-        on these photos, with its refiner or without."""
+              chunk: int = 32) -> tuple[float, float, float]:
+        """(mean |ab| error, mean chroma gap (chroma_gap; < 0: greyer than the photos), mean |chroma gap|), Lab
+        units, of ``model`` on these photos, with its refiner or without. The signed mean shows which way the
+        colours lean; the absolute one is what --refiner-chroma charges (too grey and too bright do not cancel)."""
         model.decoder.refiner.eval()
-        total, gap = 0.0, 0.0
+        total, gaps = 0.0, []
         for i in range(0, len(self.L), chunk):
             hints = Hints(self.hints.local[i:i + chunk], self.hints.global_[i:i + chunk])
             loss, g = refined_loss(model, self.L[i:i + chunk], self.ab[i:i + chunk], hints, bins, temperature,
                                    self.L.device, refine)
-            total, gap = total + loss.item() * len(g), gap + g.sum().item()
+            total, gaps = total + loss.item() * len(g), gaps + [g]
         model.decoder.refiner.train()
-        return total / len(self.L) * LAB.ab_scale, gap / len(self.L) * LAB.ab_scale
+        gap = torch.cat(gaps) * LAB.ab_scale
+        return total / len(self.L) * LAB.ab_scale, gap.mean().item(), gap.abs().mean().item()
 
 
 def run_data(paths: Paths, tcfg: TrainConfig, side: int, device: torch.device) -> tuple[PhotoBank, PhotoBank]:
@@ -269,7 +271,7 @@ def fit_refiner(paths: Paths, tcfg: TrainConfig, width: int, device: torch.devic
     every, best, running, t0 = max(1, total // 20), float("inf"), 0.0, time.perf_counter()
     print(f"refiner ({sum(p.numel() for p in refiner.parameters()) / 1e6:.2f} M parameters) on {tcfg.init_from}: "
           f"{len(bank)} training and {len(val_bank)} validation photos, {total} steps of {tcfg.batch_size} on {device}")
-    frozen_error, frozen_gap = val.error(model, bins, cfg.temperature, refine=False)
+    frozen_error, frozen_gap, _ = val.error(model, bins, cfg.temperature, refine=False)
     bar = tqdm(range(total), desc="refiner", unit="step")
     for step in bar:
         lr = tcfg.lr * min(1.0, (step + 1) / max(tcfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -287,19 +289,22 @@ def fit_refiner(paths: Paths, tcfg: TrainConfig, width: int, device: torch.devic
         running = 0.98 * running + 0.02 * loss.item() * LAB.ab_scale if step else loss.item() * LAB.ab_scale
         bar.set_postfix(loss=f"{running:.2f}")
         if (step + 1) % every == 0 or step + 1 == total:
-            err, gap = val.error(model, bins, cfg.temperature, refine=True)
+            err, gap, abs_gap = val.error(model, bins, cfg.temperature, refine=True)
+            score = err + tcfg.refiner_chroma * abs_gap  # what the loss charges; best.pt is chosen by it
             # Lab units (train_loss: the whole loss x 110); "epoch" in passes over the photos, for RunFolder's curve
             record = {"epoch": round((step + 1) / per_epoch, 2), "step": step + 1, "train_loss": round(running, 4),
                       "val_loss": round(err, 4), "val_loss_frozen": round(frozen_error, 4),
-                      "val_chroma_gap": round(gap, 3), "val_chroma_gap_frozen": round(frozen_gap, 3),
+                      "val_chroma_gap": round(gap, 3), "val_chroma_gap_abs": round(abs_gap, 3),
+                      "val_chroma_gap_frozen": round(frozen_gap, 3), "val_score": round(score, 4),
                       "seconds": round(time.perf_counter() - t0, 1)}
             run.append_metrics(record)
             tqdm.write(" ".join(f"{k} {v}" for k, v in record.items()))
             state = dict(optimizer=opt, epoch=(step + 1) // per_epoch, config=dataclasses.asdict(tcfg),
-                         extras=extras, best_metric=min(best, err))
+                         extras=extras, best_metric=min(best, score))
             save_checkpoint(run_dir / "last.pt", model, cfg, **state)
-            if err < best:
-                best = err
+            if score < best:
+                best = score
                 save_checkpoint(run_dir / "best.pt", model, cfg, **state)
-    print(f"refiner: validation L1 {frozen_error:.2f} (frozen model) -> {best:.2f} Lab units (best); {run_dir}")
+    what = f"L1 + {tcfg.refiner_chroma:g} x |chroma gap|" if tcfg.refiner_chroma else "L1"
+    print(f"refiner: validation L1 {frozen_error:.2f} (frozen model); best {what} {best:.2f} Lab units; {run_dir}")
     return 0

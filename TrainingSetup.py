@@ -6,11 +6,11 @@ rebalancing, counted once and cached in the run folder), ``prepare_run`` (a new 
 resume, decided on the main process and shared), ``load_or_build`` (the model from scratch, from --init-from, or
 from a checkpoint with its ``Progress``), ``wrap_trainable`` (only the decoder under DistributedDataParallel; the
 frozen encoder stays outside), ``make_optimizer`` (AdamW, no decay on biases and norm weights, the hint layers at
-their own learning rate) and ``validation_data``.
+their own learning rate, ``param_groups``), ``validation_data``, and ``data_rate`` (how fast the loaders deliver).
 
 Usage:
     plan = prepare_run(paths, tcfg, "my_run", None, dist)
-    model, ckpt, progress, extras = load_or_build(plan, paths, cfg, tcfg, dist, device)
+    model, cfg, extras, progress, ckpt = load_or_build(plan, paths, cfg, tcfg, dist, train_files)
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ track, which OpenCV's VideoWriter cannot do at all.
 
 Owns the container side of films (Video.py owns the pipeline between reading and writing):
   * ``open_video``: the header (size, exact frame rate, frame count, codecs, a variable rate detected) and a
-    stream of uint8 RGB frames from the ffmpeg binary that the imageio-ffmpeg wheel ships, one at a time;
-    anything it cannot read becomes a ``VideoReadError`` naming the file and the reason in our words;
+    stream of uint8 RGB frames from ffmpeg, one at a time; anything it cannot read becomes a ``VideoReadError``
+    naming the file and the reason in our words;
   * ``VideoWriter``: H.264 (libx264) at the input's exact rate, its audio copied or re-encoded to AAC,
     the written frame count checked on ``finish``; leaving without ``finish`` kills the encoder;
   * ``check_count``: a film that decodes far fewer frames than its header lists, with decoding errors,

@@ -57,6 +57,24 @@ def test_inference_exit_codes_and_messages(tmp_path, tiny_checkpoint, photo_dir,
     assert "bad.png" in capsys.readouterr().err
 
 
+def test_refiner_loss_weights_reach_the_config_and_bad_ones_are_refused(capsys):
+    """--refiner-chroma and --refiner-ce go into TrainConfig; a negative or NaN weight, or a weight without
+    --refiner, is one clear line (exit 2) before anything loads."""
+    from CommandLine import configs_from_args
+
+    parser = Engine.build_parser("training")
+    args = parser.parse_args(["--mode", "training", "--refiner", "48", "--refiner-chroma", "0.3",
+                              "--refiner-ce", "0.02"])
+    tcfg = configs_from_args(args)[2]
+    assert (tcfg.refiner_chroma, tcfg.refiner_ce) == (0.3, 0.02)
+    for extra, said in ((["--refiner", "48", "--refiner-chroma", "-1"], "at least 0"),
+                        (["--refiner", "48", "--refiner-chroma", "nan"], "at least 0"),
+                        (["--refiner", "48", "--refiner-ce", "nan"], "at least 0"),
+                        (["--refiner-chroma", "0.3"], "--refiner WIDTH")):
+        assert Engine.main(["--mode", "training", *extra]) == 2, extra
+        assert said in capsys.readouterr().err
+
+
 def mode_help(capsys, *argv: str) -> str:
     with pytest.raises(SystemExit) as e:
         Engine.main([*argv, "--help"])
