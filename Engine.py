@@ -185,11 +185,22 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
                    gcfg=gcfg)
 
 
+# Device files of a GPU driver torch could use: NVIDIA on Linux and in its containers, AMD ROCm (which torch also
+# reaches as "cuda"), and WSL2's GPU bridge. Where none exists, "auto" is the CPU without asking torch.
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def pick_device(name: str) -> str:
-    """The device, chosen once: "cpu", or "cuda:N" when torch (the [train] install) sees a GPU and ``name`` allows."""
+    """The device, chosen once: "cpu", or "cuda:N" when torch (the [train] install) sees a GPU and ``name`` allows.
+
+    With ``name`` "auto" on a Linux machine without any GPU driver, the answer is "cpu" without importing torch:
+    importing it only to hear that there is no GPU costs about 2.6 s and 600 MB, more than colourising a photo."""
     if not has_torch():
         if name == "cuda":
             raise ValueError("--device cuda needs torch: pip install 'colorizer[train]'")
+        return "cpu"
+    if name == "cpu" or (name == "auto" and sys.platform.startswith("linux")
+                         and not any(os.path.exists(f) for f in GPU_DRIVER_FILES)):
         return "cpu"
     from Distributed import resolve_device
     return str(resolve_device(name))

@@ -31,6 +31,27 @@ def test_help_and_version_answer_without_torch():
     assert done.returncode == 0 and done.stdout.startswith("colorize ")
 
 
+ONNX_WITHOUT_GPU = """
+import sys, Engine
+Engine.GPU_DRIVER_FILES = tuple(sys.argv[1:2])
+rc = Engine.main(["examples/coffee.png", "--output", sys.argv[2]])
+print(rc, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Engine.has_torch(),
+                    reason="the driver check is Linux's, and matters only where torch is installed")
+def test_onnx_colourising_on_a_machine_without_a_gpu_driver_never_imports_torch(tmp_path):
+    """The [train] install colourising with the ONNX file on a machine with no GPU driver: torch (2.6 s and
+    600 MB to import) is not loaded just to learn there is no GPU. Where a driver file exists, torch is asked."""
+    absent, present = tmp_path / "no-driver", tmp_path / "driver"
+    present.write_text("NVRM version: fake")
+    for driver, torch_loaded in ((absent, "False"), (present, "True")):
+        done = subprocess.run([sys.executable, "-c", ONNX_WITHOUT_GPU, str(driver), str(tmp_path / "c.png")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.stdout.split()[-2:] == ["0", torch_loaded], done.stderr[-500:]
+
+
 def test_positional_input_and_output_file(tmp_path, tiny_checkpoint, capsys):
     src = tmp_path / "photo.jpg"
     Image.fromarray(real_photo("coffee", 150)).save(src)
