@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from CommandLine import MODE_HELP, configs_from_args, guidance_problem, value_problem
-from References import GanConfig, ModelConfig, Paths, TrainConfig
+from References import GPU_DRIVER_FILES, GanConfig, ModelConfig, Paths, TrainConfig
 
 if TYPE_CHECKING:  # Batch loads numpy, OpenCV and ONNX Runtime: only once a mode runs
     import Batch
@@ -183,11 +183,6 @@ def run_training(args: argparse.Namespace, paths: Paths, cfg: ModelConfig, tcfg:
     with Distributed.process_group(args.device) as dist:
         return fit(paths, cfg, tcfg, dist, run_name=args.run_name, resume=Path(args.resume) if args.resume else None,
                    gcfg=gcfg)
-
-
-# Device files of a GPU driver torch could use: NVIDIA on Linux and in its containers, AMD ROCm (which torch also
-# reaches as "cuda"), and WSL2's GPU bridge. Where none exists, "auto" is the CPU without asking torch.
-GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 def pick_device(name: str) -> str:

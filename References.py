@@ -117,6 +117,10 @@ DECODERS = ("unet", "resunet")
 GANS = ("none", "patchgan", "wgan-gp")
 GAN_LOSSES = ("vanilla", "lsgan")
 DEVICES = ("auto", "cpu", "cuda")
+# Device files of a GPU driver torch could use: NVIDIA on Linux and in its containers, AMD ROCm (which torch also
+# reaches as "cuda"), and WSL2's GPU bridge. Where none exists, --device auto is the CPU without importing torch
+# (Engine.pick_device).
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def chroma_gap(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """ab (B, 2, h, w) of a prediction and of its truth, network units -> (B,): each image's mean chroma |ab| minus
     its truth's. Negative where the prediction is greyer than the photo."""
-    return (pred.float().norm(dim=1).mean((1, 2)) - target.float().norm(dim=1).mean((1, 2)))
+    return pred.float().norm(dim=1).mean((1, 2)) - target.float().norm(dim=1).mean((1, 2))
 
 
 def refined_loss(model: ColorizationModel, L: torch.Tensor, ab: torch.Tensor, hints: Hints, bins: torch.Tensor, temperature: float,

@@ -2,11 +2,11 @@
 
 Owns the decoder's optimisation: the loss functions, ``train_one_epoch``, ``validate``, the learning-rate
 schedule (linear warm-up by step, cosine decay by epoch; both stateless, so a resumed run continues on the
-same curve), and ``fit``, which runs epochs with resumable checkpoints and
-treats SIGTERM (docker stop, systemd) like Ctrl-C, so no write is left half done. What a run is set up
-with (files, colour prior, model, optimiser, validation data) is TrainingSetup.py's. The loop
-works on an explicit trainable part (the decoder, wrapped in DistributedDataParallel when there
-are several processes); the frozen encoder stays outside DDP. Only the main process prints and writes (RunFolder, checkpoints).
+same curve), and ``fit``, which runs epochs with resumable checkpoints and treats SIGTERM (docker stop,
+systemd) like Ctrl-C, so no write is left half done. What a run is set up with (files, colour prior, model,
+optimiser, validation data) is TrainingSetup.py's. The loop works on an explicit trainable part (the
+decoder, wrapped in DistributedDataParallel when there are several processes); the frozen encoder stays
+outside DDP. Only the main process prints and writes (RunFolder, checkpoints).
 
 Data order is a permutation seeded by (seed, epoch) and each item's augmentation is seeded
 by (seed, epoch, index) (LoadData), so a run resumes mid-epoch, on any number of processes,

@@ -32,11 +32,11 @@ def main() -> int:
     ap.add_argument("--strip", action="store_true", help="write the release without its refiner")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if not args.strip and not args.refiner:
+        raise SystemExit("give the run's refiner tensors, or --strip")
     model, ckpt = load_checkpoint(args.release, torch.device("cpu"))
     cfg = ckpt["model_config"]
-    if args.strip or not args.refiner:
-        if not args.strip:
-            raise SystemExit("give the run's refiner tensors, or --strip")
+    if args.strip:
         model.decoder = getattr(model.decoder, "base", model.decoder)
         save_checkpoint(Path(args.out), model, dataclasses.replace(cfg, refiner_width=0), epoch=ckpt["epoch"],
                         best_metric=ckpt["best_metric"], config=ckpt["config"], extras=ckpt["extras"], release=True)

@@ -26,9 +26,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from FullResolution import recombine_image  # noqa: E402
+from FullResolution import recombine_image, working_L  # noqa: E402
 from GuidedBaselines import grid_L, grid_shape  # noqa: E402
-from FullResolution import working_L  # noqa: E402
 from Hints import Guidance  # noqa: E402
 from PointSpread import follow_points, grid_lightness, spread_points  # noqa: E402
 from GuidedEvaluate import photo_points  # noqa: E402
@@ -59,11 +58,11 @@ def photo_scores(colorizer: Colorizer, path: Path, sigmas_d: tuple, sigmas_l: tu
     truth, (H, W) = to_rgb8(image), image.shape[:2]
     points = photo_points(image, path.name, max(COUNTS))
     out = {}
-    if follow:  # the guided network's own output for each N, spread on its grid (Colorizer.ab_for's last step)
+    if follow:  # the guided network's own output for each N (one forward pass), spread as Colorizer.ab_for does
         L = working_L(image, colorizer.cfg.image_size)[0, 0]
-        for n in COUNTS:
-            hinted = colorizer.ab_for([image], guidance=[Guidance(points=points[:n])])[0]
-            grid = grid_lightness(L, hinted.shape[1:])
+        outputs = colorizer.ab_for([image] * len(COUNTS), guidance=[Guidance(points=points[:n]) for n in COUNTS])
+        grid = grid_lightness(L, outputs.shape[-2:])
+        for n, hinted in zip(COUNTS, outputs):
             for sd in sigmas_d:
                 for sl in sigmas_l:
                     ab_n = follow_points(hinted, grid, points[:n], H, W, reach=sd[0], sigma_l=sl)
