@@ -33,7 +33,8 @@ from torch import nn
 from DecoderLayers import ColorizationModel, DecoderEnsemble, Hints
 
 from LoadData import find_images, load_rgb, normalize_lab, resize_to_square, rgb_to_lab, to_tensor
-from ModelIO import atomic_write, decode_prediction, normalised_entropy, load_checkpoint, nonfinite_tensors, save_checkpoint
+from ModelIO import (atomic_write, decode_prediction, distribution_and_entropy, load_checkpoint, nonfinite_tensors,
+                     save_checkpoint)
 from References import LAB, VERSION, ModelConfig, Paths
 
 # What must agree between the runs of an ensemble for their decoders to share one encoder and decoding.
@@ -91,7 +92,9 @@ class ColorizerGraph(nn.Module):
 
     h, w = H, W for regression; H/2, W/2 (the logits' scale) for classification. A guided model also takes
     ``hints`` (B, 3, H, W) and ``global_hint`` (B, Q + 1) (DecoderLayers.Hints); with ``entropy`` the graph
-    also returns the colour distribution's normalised entropy (B, 1, h, w) in [0, 1] (classification only).
+    also returns the colour distribution's normalised entropy (B, 1, h, w) in [0, 1] and the distribution itself,
+    "probs" (B, Q, h, w) in [0, 1] (classification only; the web page's suggested colours read it). An ONNX
+    Runtime caller that asks only for "ab" and "entropy" gets no copy of it.
     """
 
     def __init__(self, model: nn.Module, cfg: ModelConfig, bins: torch.Tensor | None, entropy: bool = False) -> None:
@@ -104,7 +107,10 @@ class ColorizerGraph(nn.Module):
         bins = self.bins if self.cfg.loss == "classification" else None
         pred = self.model(L, None if hints is None else Hints(hints, global_hint))
         ab = decode_prediction(pred, self.cfg, bins)
-        return (ab, normalised_entropy(pred)) if self.entropy else ab
+        if not self.entropy:
+            return ab
+        probs, entropy = distribution_and_entropy(pred)
+        return ab, entropy, probs
 
 
 def graph_inputs(cfg: ModelConfig, L: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, ...]:
@@ -263,7 +269,7 @@ def onnx_proto(graph: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int):
 
     names = GRAPH_INPUTS[:len(inputs)]
     batch = torch.export.Dim("batch", min=1, max=4096)
-    outputs = ["ab", "entropy"] if graph.entropy else ["ab"]
+    outputs = ["ab", "entropy", "probs"] if graph.entropy else ["ab"]
     program = torch.onnx.export(graph, tuple(x[:2] for x in inputs), None, input_names=list(names),
                                 output_names=outputs, opset_version=opset,
                                 dynamic_shapes={n: {0: batch} for n in names}, dynamo=True, optimize=False,
@@ -297,7 +303,7 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
     (``model_config.image_size``, which is all inference feeds it), batch dynamic; a guided model also takes
     "hints" (batch, 3, S, S) and "global_hint" (batch, Q + 1) (DecoderLayers.Hints; zeros = none). Outputs
     "ab": (batch, 2, h, w) in [-1, 1] and, for classification, "entropy" (batch, 1, h, w) in [0, 1]
-    (``normalised_entropy``). Metadata: image_size, loss, temperature, members, guided, ab_bins (JSON, Lab
+    (``normalised_entropy``) and "probs" (batch, Q, h, w), the colour distribution. Metadata: image_size, loss, temperature, members, guided, ab_bins (JSON, Lab
     units), weights, version (of this package), source. ``weights="float16"`` stores the initializers float16
     holds exactly in float16 (``store_float16``; half the size for a release .pt), "float32" all
     in float32. The file is written under a temporary name, refused (ExportError, nothing left
@@ -317,7 +323,7 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
     graph = ColorizerGraph(model, cfg, bins, entropy=True).eval()
     inputs = graph_inputs(cfg, reference_batch(cfg.image_size), 0 if bins is None else len(bins))
     want = graph(*inputs)
-    want_ab, want_entropy = want if graph.entropy else (want, None)
+    want_ab, want_entropy, want_probs = want if graph.entropy else (want, None, None)
     proto = onnx_proto(graph, inputs, opset)
     report: dict = store_float16(proto) if weights == "float16" else {}
     bins_json = json.dumps([[round(float(v), 4) for v in row] for row in bins]) if bins is not None else "[]"
@@ -345,6 +351,10 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
             if not report["entropy_max"] <= ENTROPY_TOLERANCE:
                 raise ExportError(f"{output}: its entropy output differs from the source checkpoint's by "
                                   f"{report['entropy_max']:.4f} (> {ENTROPY_TOLERANCE}); not written")
+            report["probs_max"] = float((torch.from_numpy(got[2]) - want_probs).abs().max())
+            if not report["probs_max"] <= ENTROPY_TOLERANCE:
+                raise ExportError(f"{output}: its colour distribution differs from the source checkpoint's by "
+                                  f"{report['probs_max']:.4f} (> {ENTROPY_TOLERANCE}); not written")
         report["bytes"] = Path(tmp).stat().st_size
 
     atomic_write(Path(output), write)

@@ -36,7 +36,8 @@ from PointSpread import follow_points, grid_lightness
 from References import ModelConfig
 
 # predict(L (B, 1, S, S), temperature, hints (B, 3, S, S) or None, global_hint (B, Q + 1) or None), all float32
-# -> (ab (B, 2, h, w) in [-1, 1], entropy (B, 1, h, w) in [0, 1] or None for a model without one)
+# -> (ab (B, 2, h, w) in [-1, 1], entropy (B, 1, h, w) in [0, 1] or None for a model without one); with
+# probs=True a third item, the colour distribution (B, Q, h, w) (ValueError for a model without one)
 Predictor = Callable[..., "tuple[np.ndarray, np.ndarray | None]"]
 
 
@@ -67,6 +68,8 @@ def onnx_predictor(path: Path, device: str, temperature: float | None,
                       guided=meta.get("guided", "0") == "1")
     bins = np.array(json.loads(meta["ab_bins"]), np.float32).reshape(-1, 2) if meta.get("ab_bins") else None
     outputs = [o.name for o in session.get_outputs()]
+    has_probs = "probs" in outputs
+    outputs = [o for o in outputs if o != "probs"]  # asked for only when wanted: (B, Q, h, w) is large
 
     def check(t: float | None) -> None:
         if t is not None and abs(t - cfg.temperature) > 1e-9:
@@ -74,8 +77,11 @@ def onnx_predictor(path: Path, device: str, temperature: float | None,
                              "export again from the .pt checkpoint to change it")
 
     def predict(L: np.ndarray, t: float | None, hints: np.ndarray | None = None,
-                global_hint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                global_hint: np.ndarray | None = None, probs: bool = False) -> tuple:
         check(t)
+        if probs and not has_probs:
+            raise ValueError(f"{path.name}: this export has no colour distribution output (\"probs\"); export it "
+                             "again with this version (--mode export) for suggested colours")
         feed = {"L": np.ascontiguousarray(L, np.float32)}
         if cfg.guided:
             n, s = len(L), L.shape[-1]
@@ -84,8 +90,8 @@ def onnx_predictor(path: Path, device: str, temperature: float | None,
                                    else np.ascontiguousarray(global_hint, np.float32))
         elif hints is not None or global_hint is not None:
             raise no_hints_error(path.name)
-        out = session.run(outputs, feed)
-        return out[0], (out[1] if len(out) > 1 else None)
+        out = session.run(outputs + ["probs"] if probs else outputs, feed)
+        return (out[0], out[1], out[2]) if probs else (out[0], (out[1] if len(out) > 1 else None))
     check(temperature)
     return predict, cfg, bins
 
@@ -129,8 +135,8 @@ class Colorizer:
             predict, cfg, model, bins = torch_predictor(path, device)
 
         def with_default(L: np.ndarray, t: float | None = None, hints: np.ndarray | None = None,
-                         global_hint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-            return predict(L, temperature if t is None else t, hints, global_hint)
+                         global_hint: np.ndarray | None = None, probs: bool = False) -> tuple:
+            return predict(L, temperature if t is None else t, hints, global_hint, probs=probs)
         return cls(with_default, cfg, device, path.name, model, bins)
 
     def predict_ab(self, L: np.ndarray, temperature: float | None = None, hints: np.ndarray | None = None,
@@ -187,6 +193,14 @@ class Colorizer:
                 grid = grid_lightness(L[i, 0], ab.shape[-2:])
                 ab[i] = follow_points(ab[i], grid, g.points, im.shape[0], im.shape[1])
         return ab
+
+    def distribution(self, images: list[np.ndarray], guidance: Sequence[Guidance | None] | None = None) -> np.ndarray:
+        """Decoded images -> the network's colour distribution (B, Q, h, w) in [0, 1] over ``bins`` (softmax at
+        temperature 1, given each image's hints), one forward pass. ValueError for a model without one."""
+        if self.bins is None:
+            raise ValueError(f"{self.name}: a regression model has no colour distribution")
+        L = np.concatenate([working_L(im, self.cfg.image_size) for im in images])
+        return self.predict(L, None, *self.hint_inputs(images, guidance), probs=True)[2]
 
     def colorize(self, images: list[np.ndarray], temperature: float | None = None,
                  guidance: Sequence[Guidance | None] | None = None) -> list[np.ndarray]:

@@ -80,8 +80,15 @@ def decode_prediction(pred: torch.Tensor, cfg: ModelConfig, bins: torch.Tensor |
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Classification logits (B, Q, h, w) -> the entropy of their colour distribution over log Q, (B, 1, h, w) in
     [0, 1]: 0 where the model is sure of one colour, 1 where every colour is as likely."""
+    return distribution_and_entropy(logits)[1]
+
+
+def distribution_and_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classification logits (B, Q, h, w) -> (the colour distribution, softmax at temperature 1, (B, Q, h, w) in
+    [0, 1] summing to 1 over Q; ``normalised_entropy`` (B, 1, h, w)), sharing one log-softmax."""
     logp = torch.log_softmax(logits.float(), dim=1)
-    return -(logp.exp() * logp).sum(dim=1, keepdim=True) / float(torch.log(torch.tensor(float(logits.shape[1]))))
+    probs = logp.exp()
+    return probs, -(probs * logp).sum(dim=1, keepdim=True) / float(torch.log(torch.tensor(float(logits.shape[1]))))
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -267,10 +274,10 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[Colorizatio
 def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfig, ColorizationModel, object]:
     """A .pt checkpoint as Inference.Colorizer's predictor: (predict, config, model, ab bins (Q, 2) numpy or None).
 
-    ``predict(L, temperature, hints=None, global_hint=None)`` takes L (B, 1, S, S) float32 numpy in [-1, 1] (and
-    a guided model's hint inputs, DecoderLayers.Hints) and returns (ab (B, 2, h, w) float32 numpy in [-1, 1],
-    the normalised entropy (B, 1, h, w) in [0, 1] or None for regression), run on ``device`` ("cpu", "cuda",
-    "cuda:1") under the one autocast context.
+    ``predict(L, temperature, hints=None, global_hint=None, probs=False)`` takes L (B, 1, S, S) float32 numpy in
+    [-1, 1] (and a guided model's hint inputs, DecoderLayers.Hints) and returns (ab (B, 2, h, w) float32 numpy in
+    [-1, 1], the normalised entropy (B, 1, h, w) in [0, 1] or None for regression) and, with ``probs``, the colour
+    distribution (B, Q, h, w), run on ``device`` ("cpu", "cuda", "cuda:1") under the one autocast context.
     """
     from DecoderLayers import Hints
     from Hints import no_hints_error
@@ -284,7 +291,7 @@ def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfi
     bins = None if bins is None else bins.to(dev)
 
     @torch.inference_mode()
-    def predict(L, t: float | None, hints=None, global_hint=None):
+    def predict(L, t: float | None, hints=None, global_hint=None, probs: bool = False):
         x = torch.from_numpy(L).to(dev)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -299,8 +306,12 @@ def torch_predictor(path: str | Path, device: str) -> tuple[Callable, ModelConfi
         with autocast(dev):
             pred = model(x, h)
         ab = decode_prediction(pred, cfg, bins, t).cpu().numpy()
-        ent = normalised_entropy(pred).cpu().numpy() if cfg.loss == "classification" else None
-        return ab, ent
+        if cfg.loss != "classification":
+            if probs:
+                raise ValueError(f"{Path(path).name}: a regression model has no colour distribution")
+            return ab, None
+        dist, ent = distribution_and_entropy(pred)
+        return (ab, ent.cpu().numpy(), dist.cpu().numpy()) if probs else (ab, ent.cpu().numpy())
     return predict, cfg, model, None if bins is None else bins.cpu().numpy()
 
 

@@ -110,7 +110,9 @@ VGG16_TAP_STRIDE = {"relu1_2": 1, "relu2_2": 2, "relu3_3": 4, "relu4_3": 8, "rel
 # Pixel and concurrency limits (--max-megapixels, --max-concurrent). 80 MP takes a 600-dpi scan of an
 # A4 page (35 MP) or a 48 MP camera and keeps a default run near 1.5 GB; larger scans are one flag
 # away. The web limit is lower: a server takes anyone's uploads, two at a time by default.
-LIMITS = {"cli_megapixels": 80.0, "web_megapixels": 40.0, "web_concurrent": 2, "web_upload_mb": 20.0}
+LIMITS = {"cli_megapixels": 80.0, "web_megapixels": 40.0, "web_concurrent": 2, "web_upload_mb": 20.0,
+          # the web page's editing sessions (WebSessions.SessionStore): photos kept at most, their MiB, minutes idle
+          "web_sessions": 24, "web_session_mb": 400.0, "web_session_minutes": 30.0}
 
 LOSSES = ("huber", "l1", "mse", "classification")
 DECODERS = ("unet", "resunet")

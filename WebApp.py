@@ -45,35 +45,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from flask import Flask, Request, jsonify, request, send_file
+from flask import Flask, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from FullResolution import recombine_image
-from Hints import Guidance, HintError, Point, no_hints_error, shrink_reference
 from Inference import Colorizer
 from Pictures import encode_image
-from ImageIO import ImageReadError, ImageTooLargeError, UnsupportedImageError, load_image
 from References import LIMITS, asset_dir
 from WebServer import SECURITY_HEADERS, make_server, release_memory, tune_malloc, upload_too_large
+from WebSessions import SessionStore, add_session_routes
+from WebUploads import (OUTPUT_TYPES, InMemoryRequest, Refused, decode_part, error, photo_guidance,
+                        upload_guidance)
 
-# MPO: the multi-picture JPEGs of many cameras; MPO and GIF give their first frame.
-ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-OUTPUT_TYPES = {"png": ("image/png", ".png"), "jpeg": ("image/jpeg", ".jpg"), "jpg": ("image/jpeg", ".jpg"),
-                "webp": ("image/webp", ".webp")}
 QUEUE = 6  # uploads that may wait for a turn beyond max_concurrent (bodies only: waitress holds them anyway); more: 503
 TRIM_AFTER_PIXELS = 4e6  # after an image this big, freed heap is handed back (it would otherwise stay in RSS)
 
 
 class Busy(Exception):
     """Every turn and every place in the queue is taken."""
-
-
-class Refused(Exception):
-    """A request answered with an error: ``status`` and a one-line ``message`` that names the field."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class Admission:
@@ -105,28 +94,13 @@ class Admission:
         return max(1, math.ceil(self.seconds / self.running))
 
 
-class InMemoryRequest(Request):
-    """Uploads parsed into memory: Werkzeug's default spools file parts over 500 kB to a temporary file."""
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        return io.BytesIO()
-
-
-def error(status: int, message: str, headers: dict | None = None):
-    """A JSON error response: {"error": message} with ``status``."""
-    response = jsonify(error=message)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
 def page_policy(page: str) -> str:
     """The page's Content-Security-Policy: its own inline <script> and <style> (by hash), blob: images, nothing else."""
     def hashes(tag: str) -> str:
         bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
         return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
     return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
-            "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+            "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 def check_port(host: str, port: int) -> None:
@@ -151,10 +125,11 @@ def too_large_message(limit: int) -> str:
 
 def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_mb"],
                max_megapixels: float = LIMITS["web_megapixels"], max_concurrent: int = LIMITS["web_concurrent"],
-               max_queue: int = QUEUE) -> Flask:
+               max_queue: int = QUEUE, sessions: SessionStore | None = None) -> Flask:
     """Build the Flask app around an already loaded ``colorizer`` (shared by all requests).
 
-    ``max_upload_mb`` is in MiB (2**20 bytes) and bounds the whole request body."""
+    ``max_upload_mb`` is in MiB (2**20 bytes) and bounds the whole request body; ``sessions`` holds the page's
+    editing sessions (default: LIMITS' web_sessions, web_session_mb and web_session_minutes)."""
     app = Flask(__name__, static_folder=None)
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = limit = int(max_upload_mb * 2 ** 20)
@@ -163,6 +138,7 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
     page = (asset_dir() / "web" / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{MAX_MB}}", f"{max_upload_mb:g}").replace("{{MAX_MP}}", f"{max_megapixels:g}")
     page = page.replace("{{HINTS_HIDDEN}}", "" if colorizer.guided else " hidden")  # hints: guided models only
+    page = page.replace("{{GUIDED}}", "1" if colorizer.guided else "0")  # the page edits points in a session
     page_headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache",
                     "Content-Security-Policy": page_policy(page)}
 
@@ -185,6 +161,10 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
     def http_error(e: HTTPException):  # keeps the exception's own headers, e.g. Allow on a 405
         headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
         return error(e.code or 500, e.description or e.name, headers)
+
+    sessions = sessions or SessionStore(LIMITS["web_sessions"], int(LIMITS["web_session_mb"] * 2 ** 20),
+                                        LIMITS["web_session_minutes"] * 60)
+    add_session_routes(app, colorizer, lock, admission, sessions, max_pixels)
 
     @app.get("/")
     def index():
@@ -245,83 +225,6 @@ def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pi
         return error(500, "could not encode the result")
     stem = Path(upload.filename or "image").stem[:80] or "image"
     return data, mime, f"{stem}_colorized{suffix}", img.shape[0] * img.shape[1]
-
-
-def decode_part(part, name: str, max_pixels: int, unreadable: int) -> np.ndarray:
-    """An uploaded file part -> its pixels (ImageIO.load_image); its bytes are dropped once decoded. Raises
-    Refused: 413 over the pixel limit, 415 for a format not accepted, ``unreadable`` for bytes that do not decode."""
-    part.stream.seek(0)
-    try:
-        return load_image(part.stream, name=name, max_pixels=max_pixels, formats=ACCEPTED_FORMATS)
-    except ImageTooLargeError as e:
-        raise Refused(413, f"{name}: image too large ({e.megapixels:.1f} MP; this server's limit is "
-                           f"{e.limit_mp:g} MP)") from None
-    except UnsupportedImageError as e:
-        raise Refused(415, f"{e}; send JPEG, PNG, WebP, BMP, TIFF or GIF") from None
-    except ImageReadError as e:  # bytes that are no image: 400 for the photo (as ever), 415 for a reference
-        advice = "; send JPEG, PNG, WebP, BMP, TIFF or GIF" if unreadable == 415 else ""
-        raise Refused(unreadable, f"{e}{advice}") from None
-    finally:
-        part.stream.close()
-
-
-def hints_text() -> str | bytes | None:
-    """The request's "hints" JSON: a file part (curl -F hints=@photo.json, the page) or a text field
-    (up to Flask's form-field limit); None when absent or empty (a form's untouched field)."""
-    part = request.files.get("hints")
-    if part is not None:
-        data = part.stream.read()
-        part.stream.close()
-        return data if data.strip() else None
-    text = request.form.get("hints")
-    return text if text and text.strip() else None
-
-
-def upload_guidance(colorizer: Colorizer, max_pixels: int) -> tuple[list[Point], np.ndarray | None]:
-    """The request's optional "hints" and "reference" -> (points, in input pixels, not yet checked against
-    the photo; the reference's global hint (Q + 1,) or None). The reference is decoded, reduced to its
-    colour distribution (Colorizer.reference_hint) and dropped here. Raises Refused (400 / 413 / 415)."""
-    text, part = hints_text(), request.files.get("reference")
-    if part is not None and not part.filename and part.stream.seek(0, io.SEEK_END) == 0:
-        part = None  # a form's file input left empty
-    if text is None and part is None:
-        return [], None
-    if not colorizer.guided:
-        raise Refused(400, str(no_hints_error("hints" if text is not None else "reference")))
-    points: list[Point] = []
-    if text is not None:
-        from Hints import parse_hints  # the --hints file format, shared with the command line
-
-        try:
-            points = parse_hints(text, "hints")
-        except HintError as e:
-            raise Refused(400, str(e)) from None
-    if part is None:
-        return points, None
-    if part.stream.seek(0, io.SEEK_END) == 0:
-        raise Refused(400, "reference: the uploaded file is empty")
-    # shrunk as reference_hint would, here so that the full-size pixels are dropped before it runs
-    img = shrink_reference(decode_part(part, "reference", max_pixels, unreadable=415), colorizer.cfg.image_size)
-    try:
-        return points, colorizer.reference_hint(img, "reference")
-    except HintError as e:  # a grey reference: it has no colour to give
-        raise Refused(400, str(e)) from None
-
-
-def photo_guidance(points: list[Point], reference: np.ndarray | None, width: int, height: int
-                   ) -> list[Guidance] | None:
-    """Points and a reference hint for a decoded photo of width x height -> ``ab_for``'s guidance, or None
-    without either. Raises Refused (400) for a point outside the photo."""
-    if not points and reference is None:
-        return None
-    if points:
-        from Hints import check_points
-
-        try:
-            check_points(points, width, height, "hints")
-        except HintError as e:
-            raise Refused(400, str(e)) from None
-    return [Guidance(points=tuple(points), reference=reference)]
 
 
 def build_server(colorizer: Colorizer, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,

@@ -23,11 +23,12 @@ from Inference import Colorizer
 from References import ModelConfig, Paths
 
 BINS = np.array([(a, b) for a in range(-110, 111, 10) for b in range(-110, 111, 10)], np.float32)  # (Q, 2)
+FAKE_SECOND = np.array([-50.0, 50.0], np.float32)  # fake_distribution's second colour: a green
 
 
 def fake_guided(size: int = 64, name: str = "fake-guided.onnx") -> Colorizer:
     """A guided Colorizer whose network answers with its hints (see the module docstring); ab at ``size``."""
-    def predict(L, t=None, hints=None, global_hint=None):
+    def predict(L, t=None, hints=None, global_hint=None, probs=False):
         ab = np.zeros((len(L), 2, size, size), np.float32)
         if global_hint is not None:
             mean = (global_hint[:, :-1] @ BINS) / 110.0  # (B, 2) in network units
@@ -35,9 +36,23 @@ def fake_guided(size: int = 64, name: str = "fake-guided.onnx") -> Colorizer:
         if hints is not None:
             m = hints[:, 2:3]
             ab = ab * (1 - m) + hints[:, :2]
-        return ab, None
+        dist = fake_distribution(ab)
+        entropy = -(dist * np.log(dist)).sum(axis=1, keepdims=True) / np.log(len(BINS))
+        return (ab, entropy, dist) if probs else (ab, entropy)
     return Colorizer(predict, ModelConfig(image_size=size, loss="classification", guided=True), "cpu", name,
                      None, BINS)
+
+
+def fake_distribution(ab: np.ndarray) -> np.ndarray:
+    """fake_guided's colour distribution for its ab (B, 2, h, w): 0.6 on the bin nearest that colour, 0.3 on
+    the bin of FAKE_SECOND (a green) and 0.1 spread evenly over all bins."""
+    lab = np.moveaxis(ab, 1, -1) * 110.0  # (B, h, w, 2)
+    nearest = np.abs(lab[..., None, :] - BINS).sum(-1).argmin(-1)  # (B, h, w)
+    out = np.full((ab.shape[0], len(BINS)) + ab.shape[2:], 0.1 / len(BINS), np.float32)
+    second = int(np.abs(BINS - FAKE_SECOND).sum(-1).argmin())
+    np.put_along_axis(out, nearest[:, None], 0.6 + 0.1 / len(BINS), axis=1)
+    out[:, second] += 0.3
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def shipped_guided() -> Colorizer:

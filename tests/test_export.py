@@ -190,8 +190,10 @@ def test_shipped_onnx_is_intact_and_matches_the_shipped_pt():
     assert np.allclose(np.array(json.loads(meta["ab_bins"])), bins.numpy(), atol=1e-3)
     inputs = Export.graph_inputs(cfg, Export.reference_batch(cfg.image_size), len(bins))
     with torch.no_grad():
-        want_ab, want_entropy = Export.ColorizerGraph(model, cfg, bins, entropy=True)(*inputs)
-    got_ab, got_entropy = session.run(["ab", "entropy"], {n: x.numpy() for n, x in zip(Export.GRAPH_INPUTS, inputs)})
+        want_ab, want_entropy, want_probs = Export.ColorizerGraph(model, cfg, bins, entropy=True)(*inputs)
+    got_ab, got_entropy, got_probs = session.run(["ab", "entropy", "probs"],
+                                                 {n: x.numpy() for n, x in zip(Export.GRAPH_INPUTS, inputs)})
+    assert float((torch.from_numpy(got_probs) - want_probs).abs().max()) <= Export.ENTROPY_TOLERANCE
     diff = ab_difference(torch.from_numpy(got_ab), want_ab)
     assert diff["max"] <= ONNX_TOLERANCE["max"] and diff["mean"] <= ONNX_TOLERANCE["mean"]
     assert float((torch.from_numpy(got_entropy) - want_entropy).abs().max()) <= Export.ENTROPY_TOLERANCE

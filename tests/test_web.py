@@ -293,6 +293,7 @@ def test_decode_colourise_and_encode_all_hold_a_turn(colorizer, monkeypatch):
     import threading
 
     import WebApp
+    import WebUploads
 
     holding, peak, guard = set(), [0], threading.Lock()
 
@@ -311,7 +312,7 @@ def test_decode_colourise_and_encode_all_hold_a_turn(colorizer, monkeypatch):
                     with guard:
                         holding.discard(threading.get_ident())
         return slow
-    monkeypatch.setattr(WebApp, "load_image", instrument("decode", WebApp.load_image, starts=True))
+    monkeypatch.setattr(WebUploads, "load_image", instrument("decode", WebUploads.load_image, starts=True))
     monkeypatch.setattr(colorizer, "ab_for", instrument("colourise", colorizer.ab_for))
     monkeypatch.setattr(WebApp, "recombine_image", instrument("recombine", WebApp.recombine_image))
     monkeypatch.setattr(WebApp, "encode_image", instrument("encode", WebApp.encode_image, ends=True))
@@ -327,14 +328,14 @@ def test_full_queue_gets_503_with_retry_after(colorizer, monkeypatch):
     """One upload in work and one waiting: further uploads are refused at once, not queued without bound."""
     import threading
 
-    import WebApp
+    import WebUploads
 
-    release, real = threading.Event(), WebApp.load_image
+    release, real = threading.Event(), WebUploads.load_image
 
     def held(*args, **kwargs):
         release.wait(10)
         return real(*args, **kwargs)
-    monkeypatch.setattr(WebApp, "load_image", held)
+    monkeypatch.setattr(WebUploads, "load_image", held)
     app = create_app(colorizer, max_concurrent=1, max_queue=1)
     data = png_bytes(real_photo("rocket", 48))
     with ThreadPoolExecutor(4) as pool:

@@ -20,6 +20,7 @@ from guided_helpers import fake_guided, hint_json, shipped_guided
 
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
 import WebApp  # noqa: E402
+import WebUploads  # noqa: E402
 from Inference import Colorizer  # noqa: E402
 from WebApp import create_app  # noqa: E402
 
@@ -167,8 +168,10 @@ def test_an_unguided_model_refuses_hints_with_400(unguided, field):
 
 def test_the_page_offers_hints_only_for_a_guided_model(client, unguided):
     page = client.get("/").get_data(as_text=True)
-    assert 'id="reference"' in page and 'id="hints"' in page and '<details id="guide">' in page
-    assert '<details id="guide" hidden>' in unguided.get("/").get_data(as_text=True)
+    assert 'id="reference"' in page and 'id="hints"' in page and '<section id="tools">' in page
+    assert 'data-guided="1"' in page
+    plain = unguided.get("/").get_data(as_text=True)
+    assert '<section id="tools" hidden>' in plain and 'data-guided="0"' in plain
     assert "{{" not in page
     assert client.get("/healthz").json["guided"] is True and unguided.get("/healthz").json["guided"] is False
 
@@ -179,7 +182,7 @@ def test_the_reference_is_dropped_before_the_photo_is_decoded(monkeypatch):
     import gc
     import weakref
 
-    alive, held, real = [], [], WebApp.load_image
+    alive, held, real = [], [], WebUploads.load_image
 
     def tracked(*args, **kwargs):
         gc.collect()
@@ -187,7 +190,7 @@ def test_the_reference_is_dropped_before_the_photo_is_decoded(monkeypatch):
         img = real(*args, **kwargs)
         alive.append(weakref.ref(img))
         return img
-    monkeypatch.setattr(WebApp, "load_image", tracked)
+    monkeypatch.setattr(WebUploads, "load_image", tracked)
     r = post(create_app(fake_guided()).test_client(), reference=BLUE)
     assert r.status_code == 200 and held == [0, 0], held
 
@@ -201,7 +204,7 @@ def test_a_large_reference_is_shrunk_before_its_colours_are_counted(monkeypatch)
     full = colorizer.reference_hint(photo)
     seen, real = [], colorizer.reference_hint
     monkeypatch.setattr(colorizer, "reference_hint", lambda img, name: (seen.append(img.shape), real(img, name))[1])
-    got = WebApp.shrink_reference(photo, 64)
+    got = WebUploads.shrink_reference(photo, 64)
     assert np.abs(real(got, "reference") - full).sum() < 0.02  # L1 over the distribution: 2 = all moved
     r = post(create_app(colorizer).test_client(), reference=png(photo))
     assert r.status_code == 200 and seen == [(256, 256, 3)], seen
@@ -263,20 +266,19 @@ def test_the_page_sends_the_reference_and_hints_files(tmp_path):
             refused = []
             page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
             page.goto(url)
-            page.click("#guide summary")
             assert page.evaluate(BROKEN_IMAGES) == 0  # nothing shown as a broken image before an upload
             page.set_input_files("#hints", str(good))
-            with page.expect_response("**/api/colorize") as answer:
+            with page.expect_response("**/colorize") as answer:
                 page.set_input_files("#file", str(photo))
             page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
             assert answer.value.status == 200
             assert shown_lab(page, 40, 30)[1] > 15  # the result shown is red at the point
-            with page.expect_response("**/api/colorize") as answer:  # a reference added: colourised again
+            with page.expect_response("**/colorize") as answer:  # a reference added: colourised again
                 page.set_input_files("#reference", str(reference))
             page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
             assert answer.value.status == 200
             assert shown_lab(page, 40, 30)[1] > 15 and shown_lab(page, 120, 90)[2] < -10  # red point, blue rest
-            with page.expect_response("**/api/colorize") as answer:  # a new hints file: colourised again
+            with page.expect_response("**/colorize") as answer:  # a new hints file: colourised again
                 page.set_input_files("#hints", str(bad))
             page.wait_for_selector("#status.error", timeout=30000)
             status = page.text_content("#status")

@@ -24,6 +24,7 @@ from conftest import ROOT, real_photo
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
 pytest.importorskip("waitress", reason="waitress is not installed (pip install -r requirements.txt)")
 import WebApp  # noqa: E402
+import WebUploads  # noqa: E402
 from Inference import Colorizer  # noqa: E402
 
 LIMIT = 20 * 2 ** 20
@@ -76,8 +77,8 @@ def request(address, method, path, body=None, headers=None, timeout=30):
 
 def test_healthz_answers_while_every_turn_and_queue_place_is_taken(start, monkeypatch):
     """Six uploads held in decoding (1 in work, 1 waiting, 4 refused with 503): /healthz and / still answer fast."""
-    release, real = threading.Event(), WebApp.load_image
-    monkeypatch.setattr(WebApp, "load_image", lambda *a, **k: (release.wait(20), real(*a, **k))[1])
+    release, real = threading.Event(), WebUploads.load_image
+    monkeypatch.setattr(WebUploads, "load_image", lambda *a, **k: (release.wait(20), real(*a, **k))[1])
     address = start(max_concurrent=1, max_queue=1, threads=1)
     body, headers = multipart(png(real_photo("rocket", 48)))
     with ThreadPoolExecutor(6) as pool:

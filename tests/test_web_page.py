@@ -1,0 +1,124 @@
+"""The editing page in a real browser (issue 21): headless Chromium on a real server with the shipped model.
+
+A grey photo is uploaded and clicked; the first suggested swatch is picked, then a red from the free picker. The
+result shown is red around the point and about unchanged far from it; the confidence overlay appears; undo and
+right-click removal work; and the points downloaded from the page, fed to the command line's --hints, give the
+page's own download within 2 grey levels. Skips without Chromium or playwright, like the other browser tests.
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import real_photo
+from guided_helpers import shipped_guided
+
+pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
+import Engine  # noqa: E402
+import WebApp  # noqa: E402
+from References import Paths  # noqa: E402
+from test_web import find_chromium  # noqa: E402
+from test_web_hints import BROKEN_IMAGES, shown_lab  # noqa: E402
+
+W, H = 240, 180
+AT = (60, 50)  # the point, in the photo's pixels
+FAR = (200, 150)
+
+
+def lab_of_png(data: bytes) -> np.ndarray:
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+
+
+def click_pixel(page, x: int, y: int, button: str = "left") -> None:
+    """Click the shown result image over the photo's pixel (x, y)."""
+    box = page.locator("#result-img").bounding_box()
+    page.mouse.click(box["x"] + (x + 0.5) / W * box["width"], box["y"] + (y + 0.5) / H * box["height"], button=button)
+
+
+def recoloured(page, action) -> None:
+    """Run ``action`` and wait until the page has shown the result of the colourisation it asked for."""
+    with page.expect_response(lambda r: r.url.endswith("/colorize")) as answer:
+        action()
+    assert answer.value.status == 200, answer.value.text()
+    # a selector, not wait_for_function: that evaluates a string, which the page's policy forbids
+    page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+
+
+@pytest.fixture
+def browser_page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); the browser test cannot run")
+    server, _ = WebApp.build_server(shipped_guided(), "127.0.0.1", 0)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            try:
+                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
+                pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
+            page = browser.new_page(viewport={"width": 1200, "height": 1000}, accept_downloads=True)
+            refused = []
+            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto("http://%s:%s/" % server.effective_listen[0][:2])
+            yield page
+            browser.close()
+            assert refused == []
+    finally:
+        server.close()
+
+
+def test_points_suggestions_and_the_downloaded_json_in_a_real_browser(browser_page, tmp_path):
+    page = browser_page
+    photo = tmp_path / "photo.png"
+    grey = cv2.cvtColor(cv2.resize(real_photo("chelsea", 300), (W, H)), cv2.COLOR_RGB2GRAY)
+    photo.write_bytes(cv2.imencode(".png", grey)[1].tobytes())
+    assert page.evaluate(BROKEN_IMAGES) == 0  # nothing shown as a broken image before an upload
+    recoloured(page, lambda: page.set_input_files("#file", str(photo)))
+    before = shown_lab(page, *AT), shown_lab(page, *FAR)
+
+    with page.expect_response(lambda r: r.url.endswith("/suggest")):  # a click: a point, and the model's swatches
+        recoloured(page, lambda: click_pixel(page, *AT))
+    swatches = page.locator("#swatches .swatch")
+    assert swatches.count() >= 1 and page.locator("#points .point").count() == 1
+    first = swatches.first.get_attribute("data-color")  # a new point starts with the likeliest colour
+    assert swatches.count() > 1, "the model offers one colour only here"
+    recoloured(page, lambda: swatches.nth(1).click())  # another swatch picked
+    assert page.locator("#points .point").first.get_attribute("title").endswith(swatches.nth(1).get_attribute("data-color"))
+    recoloured(page, lambda: swatches.first.click())  # then the first
+    assert page.locator("#points .point").first.get_attribute("title").endswith(first)
+    recoloured(page, lambda: page.fill("#custom-color", "#d01010"))  # then a red
+    near, far = shown_lab(page, *AT), shown_lab(page, *FAR)
+    assert near[1] > before[0][1] + 20 and near[1] > 25, (before, near)  # red around the point
+    # far away about as before: the network's own answer to a red point shifts it a little (4.7 Lab units of b
+    # here, against +40 of a at the point); the lightness is the photo's
+    assert np.abs(far[1:] - before[1][1:]).max() < 6 and abs(far[0] - before[1][0]) < 1, (before, far)
+
+    with page.expect_download() as shown:  # the page's result and its points, downloaded
+        page.click("#download")
+    with page.expect_download() as points_file:
+        page.click("#download-points")
+    saved = json.loads(open(points_file.value.path()).read())
+    assert [(p["x"], p["y"], p["color"]) for p in saved["points"]] == [(*AT, "#d01010")]
+    (tmp_path / "photo.json").write_text(json.dumps(saved))
+    assert Engine.main([str(photo), "--hints", str(tmp_path / "photo.json"), "--output", str(tmp_path / "cli"),
+                        "--checkpoint", str(Paths().default_checkpoint), "--device", "cpu"]) == 0
+    cli = np.asarray(Image.open(next((tmp_path / "cli").glob("photo*.png"))).convert("RGB")).astype(int)
+    page_result = np.asarray(Image.open(shown.value.path()).convert("RGB")).astype(int)
+    assert cli.shape == page_result.shape == (H, W, 3) and np.abs(cli - page_result).max() <= 2
+
+    page.check("#show-confidence")  # the overlay: the confidence map over the photo
+    page.wait_for_selector("#confidence-img[src]", state="visible", timeout=30000)
+    recoloured(page, lambda: page.click("#undo"))  # undo: back to the picked swatch
+    assert page.locator("#points .point").first.get_attribute("title").endswith(first)
+    recoloured(page, lambda: page.locator("#points .point").first.click(button="right"))  # right-click removes it
+    assert page.locator("#points .point").count() == 0
+    assert np.abs(shown_lab(page, *AT) - before[0]).max() < 1.0  # and the colour is the automatic one again
