@@ -70,6 +70,10 @@ def add_arguments(ap: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     g.add_argument("--threads", type=int, default=4, help="waitress worker threads (raised so that waiting uploads never take /healthz's)")
     g.add_argument("--max-concurrent", type=int, default=LIMITS["web_concurrent"],
                    help="images decoded and colourised at once; bounds the server's memory (others wait)")
+    g.add_argument("--session-mb", type=float, default=LIMITS["web_session_mb"], metavar="MiB",
+                   help=f"MiB of photos the page's editing sessions may keep (at most {LIMITS['web_sessions']} "
+                        f"sessions, each kept {LIMITS['web_session_minutes']:g} min after its last use; the least "
+                        "recently used go first); adds to the server's memory")
     g = ap.add_argument_group("export")
     g.add_argument("--ensemble", nargs="+", default=None, metavar="CKPT",
                    help="instead of --checkpoint: two or more classification runs (same working size, decoder "
@@ -226,6 +230,8 @@ def value_problem(args: argparse.Namespace) -> str | None:
         return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
     if not args.max_megapixels > 0:
         return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
+    if not args.session_mb > 0:  # "not >": NaN is refused too
+        return f"--session-mb must be positive (got {args.session_mb:g})"
     if not 0 <= args.temporal_smoothing < 1:
         return f"--temporal-smoothing must be at least 0 and below 1 (got {args.temporal_smoothing:g})"
     if not 0 <= args.crf <= 51:

@@ -36,7 +36,7 @@ SHOWN = {  # the options each mode's --help lists (all of them parse in every mo
                            "reference", "confidence"},
     "evaluate": COMMON | {"inputs", "input", "output", "temperature", "batch_size", "max_megapixels",
                           "temporal_smoothing", "fid_weights", "backbone_weights", "no_fd", "hints", "reference"},
-    "serve": COMMON | {"host", "port", "threads", "max_concurrent", "max_megapixels", "temperature"},
+    "serve": COMMON | {"host", "port", "threads", "max_concurrent", "max_megapixels", "session_mb", "temperature"},
     "export": COMMON | {"ensemble", "output", "temperature"},
 }
 
@@ -144,7 +144,7 @@ def run_serve(args: argparse.Namespace, paths: Paths) -> int:
     device = pick_device(args.device)
     colorizer = Colorizer.from_checkpoint(model_path(args, paths, device), device, args.temperature)
     serve(colorizer, args.host, args.port, args.threads, max_megapixels=args.max_megapixels,
-          max_concurrent=args.max_concurrent)
+          max_concurrent=args.max_concurrent, session_mb=args.session_mb)
     return 0
 
 

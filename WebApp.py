@@ -13,6 +13,7 @@ x (the upload limit + about 12 bytes per pixel of the largest allowed image; 16 
 measured for 40 MP). A reference photo counts towards the same upload and pixel limits; it is decoded,
 shrunk, reduced to its colour distribution (a few hundred numbers) and dropped before the photo itself is
 decoded, so it adds no second image to that ceiling (measured: a 40 MP reference with a 40 MP photo, +632 MiB).
+The page's editing sessions (WebSessions.py) add at most ``session_mb`` of kept photos (default 400 MiB).
 
 Routes:
     GET  /              the single page (web/index.html), under a Content-Security-Policy
@@ -23,6 +24,8 @@ Routes:
                         errors are JSON {"error": "..."}, one line naming the field, with 400 / 408 / 413 /
                         415, or 503 with Retry-After when the queue is full
     GET  /healthz       {"status", "model_loaded", "guided", "device", "checkpoint", ...}
+    /api/session...     the page's editing sessions for a guided model: a photo uploaded once, colourised again
+                        as its points change, suggested colours at a point, a confidence map (WebSessions.py)
 
 Usage:
     app = create_app(Colorizer.from_checkpoint("weights/colorizer.onnx"))
@@ -162,8 +165,7 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
         headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
         return error(e.code or 500, e.description or e.name, headers)
 
-    sessions = sessions or SessionStore(LIMITS["web_sessions"], int(LIMITS["web_session_mb"] * 2 ** 20),
-                                        LIMITS["web_session_minutes"] * 60)
+    sessions = sessions or session_store()
     add_session_routes(app, colorizer, lock, admission, sessions, max_pixels)
 
     @app.get("/")
@@ -227,33 +229,41 @@ def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pi
     return data, mime, f"{stem}_colorized{suffix}", img.shape[0] * img.shape[1]
 
 
+def session_store(session_mb: float = LIMITS["web_session_mb"]) -> SessionStore:
+    """The page's editing sessions: at most LIMITS' web_sessions, ``session_mb`` MiB of photos, web_session_minutes."""
+    return SessionStore(LIMITS["web_sessions"], int(session_mb * 2 ** 20), LIMITS["web_session_minutes"] * 60)
+
+
 def build_server(colorizer: Colorizer, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
                  max_megapixels: float = LIMITS["web_megapixels"], max_concurrent: int = LIMITS["web_concurrent"],
-                 max_queue: int = QUEUE, max_upload_mb: float = LIMITS["web_upload_mb"], **server_options):
+                 max_queue: int = QUEUE, max_upload_mb: float = LIMITS["web_upload_mb"],
+                 session_mb: float = LIMITS["web_session_mb"], **server_options):
     """The app under a waitress server (WebServer.make_server; not yet running) -> (server, worker threads).
 
     ``threads`` is raised to max_concurrent + max_queue + 2, so that uploads in work or waiting for a
     turn never take the last threads: the page and /healthz keep answering. ``server_options``:
     connections, request_deadline_s, idle_timeout_s, check_every_s."""
-    app = create_app(colorizer, max_upload_mb, max_megapixels, max_concurrent, max_queue)
+    app = create_app(colorizer, max_upload_mb, max_megapixels, max_concurrent, max_queue, session_store(session_mb))
     threads = max(threads, max_concurrent + max_queue + 2)
     return make_server(app, host, port, threads, int(max_upload_mb * 2 ** 20), **server_options), threads
 
 
 def serve(colorizer: Colorizer, host: str = "127.0.0.1", port: int = 8000, threads: int = 4,
           max_megapixels: float = LIMITS["web_megapixels"], max_concurrent: int = LIMITS["web_concurrent"],
-          max_queue: int = QUEUE, max_upload_mb: float = LIMITS["web_upload_mb"], **server_options) -> None:
+          max_queue: int = QUEUE, max_upload_mb: float = LIMITS["web_upload_mb"],
+          session_mb: float = LIMITS["web_session_mb"], **server_options) -> None:
     """Run build_server's server until SIGINT or SIGTERM (docker stop, systemd), then stop cleanly."""
     tune_malloc()  # before waitress starts its threads, so that they share few malloc arenas
     server, threads = build_server(colorizer, host, port, threads, max_megapixels, max_concurrent, max_queue,
-                                   max_upload_mb, **server_options)
+                                   max_upload_mb, session_mb, **server_options)
 
     def stop(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)  # waitress stops on it, as on Ctrl-C
     previous = signal.signal(signal.SIGTERM, stop)
     print(f"serving the colourizer on http://{host}:{port}/ (model {colorizer.name}, {colorizer.device}; "
           f"images up to {max_megapixels:g} MP and {max_upload_mb:g} MiB, {max_concurrent} at a time and "
-          f"{max_queue} waiting, {threads} threads)", flush=True)
+          f"{max_queue} waiting, {threads} threads; editing sessions keep up to {session_mb:g} MiB of photos)",
+          flush=True)
     try:
         server.run()  # returns after SIGINT/SIGTERM, once the running requests finished (5 s at most)
     finally:

@@ -6,7 +6,7 @@ used dropped first, each expiring ``ttl_s`` after its last use) and ``add_sessio
     POST   /api/session                  "image" (+ optional "reference") -> {"session", "width", "height", ...}
     POST   /api/session/<id>/colorize    optional "hints" (the --hints JSON), "format" -> the image, full size
     POST   /api/session/<id>/suggest     "x", "y" (input pixels), optional "hints" -> {"swatches": [...]}
-    POST   /api/session/<id>/confidence  optional "hints" -> a grey PNG: bright where the model is unsure
+    POST   /api/session/<id>/confidence  optional "hints" -> a grey PNG: bright where the model is least sure
     POST   /api/session/<id>/reference   "reference" (a colour photo) -> {"reference": true}
     DELETE /api/session/<id>/reference   -> {"reference": false}
     DELETE /api/session/<id>             -> {"deleted": true}
@@ -130,6 +130,14 @@ def session_guidance(colorizer: Colorizer, session: Session) -> list[Guidance] |
     return photo_guidance(upload_points(colorizer), session.reference, w, h)
 
 
+def stretched(entropy: np.ndarray) -> np.ndarray:
+    """A normalised entropy map (1, h, w) in [0, 1] -> the same stretched to its own 2nd-98th percentiles and
+    squared, in [0, 1]: the model is unsure over most of a photo (0.4-0.8), so the overlay lights up only where it
+    is least sure, where a point helps most."""
+    lo, hi = np.percentile(entropy, (2, 98))
+    return np.clip((entropy - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) ** 2
+
+
 def coordinate(name: str, limit: int) -> float:
     """Form field ``name`` as a pixel coordinate in [0, limit) (Refused 400 otherwise)."""
     text = request.form.get(name) or request.args.get(name) or ""
@@ -210,7 +218,7 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
                 _, entropy = colorizer.ab_for([session.image], guidance=guidance, entropy=True)
         if entropy is None:
             raise Refused(400, f"{colorizer.name}: this model gives no confidence map")
-        grey = confidence_image(entropy[0], max(1, round(h * scale)), max(1, round(w * scale)))
+        grey = confidence_image(stretched(entropy[0]), max(1, round(h * scale)), max(1, round(w * scale)))
         data = encode_image(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), ".png", bgr=True)
         return send_file(io.BytesIO(data), mimetype="image/png", download_name="confidence.png")
 

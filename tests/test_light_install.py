@@ -111,9 +111,15 @@ from WebApp import create_app
 from PIL import Image
 app = create_app(Colorizer.from_checkpoint({str(MODEL)!r}))
 buf = io.BytesIO(); Image.new("L", (64, 48), 128).save(buf, "PNG")
-r = app.test_client().post("/api/colorize", data={{"image": (io.BytesIO(buf.getvalue()), "g.png")}})
-print(r.status_code, Image.open(io.BytesIO(r.data)).size, "torch" in sys.modules)
+c = app.test_client()
+r = c.post("/api/colorize", data={{"image": (io.BytesIO(buf.getvalue()), "g.png")}})
+s = c.post("/api/session", data={{"image": (io.BytesIO(buf.getvalue()), "g.png")}}).json["session"]
+hints = '{{"points": [{{"x": 5, "y": 6, "color": "#c81e1e"}}]}}'
+again = c.post(f"/api/session/{{s}}/colorize", data={{"hints": hints}})
+suggested = c.post(f"/api/session/{{s}}/suggest", data={{"x": "5", "y": "6", "hints": hints}})
+print(r.status_code, Image.open(io.BytesIO(r.data)).size, again.status_code, suggested.status_code,
+      len(suggested.json["swatches"]) > 0, "torch" in sys.modules)
 """
     done = light(code)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["200", "(64,", "48)", "False"]
+    assert done.stdout.split() == ["200", "(64,", "48)", "200", "200", "True", "False"]

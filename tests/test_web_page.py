@@ -1,15 +1,17 @@
 """The editing page in a real browser (issue 21): headless Chromium on a real server with the shipped model.
 
 A grey photo is uploaded and clicked; the first suggested swatch is picked, then a red from the free picker. The
-result shown is red around the point and about unchanged far from it; the confidence overlay appears; undo and
-right-click removal work; and the points downloaded from the page, fed to the command line's --hints, give the
-page's own download within 2 grey levels. Skips without Chromium or playwright, like the other browser tests.
+result shown is red around the point and about unchanged far from it; the points downloaded from the page, fed to
+the command line's --hints, give the page's own download within 2 grey levels; the confidence overlay appears;
+undo, right-click removal and dragging a point work. With JavaScript off, the page is an upload form that
+returns the automatic colours. Skips without Chromium or playwright, like the other browser tests.
 """
 from __future__ import annotations
 
 import io
 import json
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,10 +38,25 @@ def lab_of_png(data: bytes) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
 
 
-def click_pixel(page, x: int, y: int, button: str = "left") -> None:
-    """Click the shown result image over the photo's pixel (x, y)."""
+def on_screen(page, x: int, y: int) -> tuple[float, float]:
+    """Where the photo's pixel (x, y) is shown on the screen, in the result image."""
+    page.locator("#result-img").scroll_into_view_if_needed()
     box = page.locator("#result-img").bounding_box()
-    page.mouse.click(box["x"] + (x + 0.5) / W * box["width"], box["y"] + (y + 0.5) / H * box["height"], button=button)
+    return box["x"] + (x + 0.5) / W * box["width"], box["y"] + (y + 0.5) / H * box["height"]
+
+
+def click_pixel(page, x: int, y: int) -> None:
+    """Click the shown result image over the photo's pixel (x, y)."""
+    page.mouse.click(*on_screen(page, x, y))
+
+
+def drag_point_to(page, x: int, y: int) -> None:
+    """Drag the first point, with the mouse, to over the photo's pixel (x, y)."""
+    box = page.locator("#points .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(*on_screen(page, x, y), steps=8)
+    page.mouse.up()
 
 
 def recoloured(page, action) -> None:
@@ -51,8 +68,9 @@ def recoloured(page, action) -> None:
     page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
 
 
-@pytest.fixture
-def browser_page():
+@pytest.fixture(scope="module")
+def browser_and_url():
+    """(a headless Chromium, the URL of a real server with the shipped model); skips without either."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = find_chromium()
     if chromium is None:
@@ -65,22 +83,47 @@ def browser_page():
                 browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
                 pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
-            page = browser.new_page(viewport={"width": 1200, "height": 1000}, accept_downloads=True)
-            refused = []
-            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
-            page.goto("http://%s:%s/" % server.effective_listen[0][:2])
-            yield page
+            yield browser, "http://%s:%s/" % server.effective_listen[0][:2]
             browser.close()
-            assert refused == []
     finally:
         server.close()
 
 
-def test_points_suggestions_and_the_downloaded_json_in_a_real_browser(browser_page, tmp_path):
-    page = browser_page
+@pytest.fixture
+def browser_page(browser_and_url):
+    browser, url = browser_and_url
+    page = browser.new_page(viewport={"width": 1200, "height": 1000}, accept_downloads=True)
+    refused = []  # the page runs under its Content-Security-Policy: nothing of its own may be refused
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(url)
+    yield page
+    page.close()
+    assert refused == []
+
+
+def grey_photo(tmp_path) -> Path:
     photo = tmp_path / "photo.png"
     grey = cv2.cvtColor(cv2.resize(real_photo("chelsea", 300), (W, H)), cv2.COLOR_RGB2GRAY)
     photo.write_bytes(cv2.imencode(".png", grey)[1].tobytes())
+    return photo
+
+
+def test_without_javascript_the_page_is_an_upload_form_that_returns_the_colours(browser_and_url, tmp_path):
+    browser, url = browser_and_url
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(url)
+    page.set_input_files("noscript form input[name=image], form input[name=image]", str(grey_photo(tmp_path)))
+    with page.expect_response(lambda r: r.url.endswith("/api/colorize")) as answer:
+        page.click("form button[type=submit]")
+    assert answer.value.status == 200 and answer.value.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(answer.value.body())).size == (W, H)
+    context.close()
+
+
+def test_points_suggestions_and_the_downloaded_json_in_a_real_browser(browser_page, tmp_path):
+    page = browser_page
+    photo = grey_photo(tmp_path)
     assert page.evaluate(BROKEN_IMAGES) == 0  # nothing shown as a broken image before an upload
     recoloured(page, lambda: page.set_input_files("#file", str(photo)))
     before = shown_lab(page, *AT), shown_lab(page, *FAR)
@@ -106,7 +149,7 @@ def test_points_suggestions_and_the_downloaded_json_in_a_real_browser(browser_pa
         page.click("#download")
     with page.expect_download() as points_file:
         page.click("#download-points")
-    saved = json.loads(open(points_file.value.path()).read())
+    saved = json.loads(Path(points_file.value.path()).read_text())
     assert [(p["x"], p["y"], p["color"]) for p in saved["points"]] == [(*AT, "#d01010")]
     (tmp_path / "photo.json").write_text(json.dumps(saved))
     assert Engine.main([str(photo), "--hints", str(tmp_path / "photo.json"), "--output", str(tmp_path / "cli"),
@@ -116,9 +159,17 @@ def test_points_suggestions_and_the_downloaded_json_in_a_real_browser(browser_pa
     assert cli.shape == page_result.shape == (H, W, 3) and np.abs(cli - page_result).max() <= 2
 
     page.check("#show-confidence")  # the overlay: the confidence map over the photo
-    page.wait_for_selector("#confidence-img[src]", state="visible", timeout=30000)
+    page.wait_for_selector("#confidence[data-shown]", state="visible", timeout=30000)
     recoloured(page, lambda: page.click("#undo"))  # undo: back to the picked swatch
     assert page.locator("#points .point").first.get_attribute("title").endswith(first)
     recoloured(page, lambda: page.locator("#points .point").first.click(button="right"))  # right-click removes it
     assert page.locator("#points .point").count() == 0
     assert np.abs(shown_lab(page, *AT) - before[0]).max() < 1.0  # and the colour is the automatic one again
+    recoloured(page, lambda: page.click("#undo"))  # the removal undone, made red, then dragged far away
+    page.locator("#points .point").first.click()
+    recoloured(page, lambda: page.fill("#custom-color", "#d01010"))
+    recoloured(page, lambda: drag_point_to(page, *FAR))
+    title = page.locator("#points .point").first.get_attribute("title")
+    x, y = (int(v) for v in title.split("(")[1].split(")")[0].split(","))
+    assert abs(x - FAR[0]) <= 2 and abs(y - FAR[1]) <= 2, title
+    assert shown_lab(page, *FAR)[1] > before[1][1] + 20 and abs(shown_lab(page, *AT)[1] - before[0][1]) < 5
