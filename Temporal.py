@@ -15,6 +15,9 @@ never touched and the cost does not grow with the frame size.
   * Brightness flicker and grain are the norm in old film, so flow and cut tests see each frame's
     luminance normalised to zero mean and unit spread (``normalised``): a frame that is only darker
     is not a new scene.
+  * ``Motion`` / ``Motions``: one frame's flow from the previous frame (both ways, with the check), computed
+    once and shared: Video.py computes a batch's motions before the forward pass, since FilmPoints.py needs
+    them to place the colour points, and hands each to the stabiliser.
   * ``WarpingError``: mean |ab(t+1) - warp(ab(t))| over the pixels the flow follows (Lab units,
     the Euclidean distance in the ab plane), pairs across a cut left out. Its flow is Farneback's,
     not the stabiliser's DIS, so the stabiliser is not graded by its own flow field.
@@ -23,9 +26,12 @@ Usage:
     grid = flow_grid(frame.shape[:2])
     stab = Stabiliser(strength=0.8)
     ab_stable = stab(luminance(frame, grid), ab_on_grid)      # ab (2, h, w), any units
+    motions = Motions(); motion = motions(grey)  # None on the first frame; then stab(grey, ab, motion=motion)
     meter = WarpingError(); meter.add(luminance(frame, grid), lab_ab(out_frame, grid)); meter.value
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -71,10 +77,13 @@ def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = HIST_BINS) -> f
     return 0.5 * float(np.abs(ha - hb).sum())
 
 
-def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+EVERYWHERE = (slice(None), slice(None))
+
+
+def _sample_maps(flow: np.ndarray, where: tuple[slice, slice] = EVERYWHERE) -> tuple[np.ndarray, np.ndarray]:
     h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return gx + flow[..., 0], gy + flow[..., 1]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32)[where[1]], np.arange(h, dtype=np.float32)[where[0]])
+    return gx + flow[where][..., 0], gy + flow[where][..., 1]
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -85,18 +94,41 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return sample(image) if image.ndim == 2 else np.stack([sample(ch) for ch in image])
 
 
-def trusted(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
+def trusted(back: np.ndarray, fwd: np.ndarray, where: tuple[slice, slice] = EVERYWHERE) -> np.ndarray:
     """Forward-backward check (Sundaram et al. 2010): bool (h, w), True where following ``back``
     (frame t -> t-1) and then ``fwd`` (t-1 -> t) returns close to the start and stays inside the
-    frame. False marks occlusions, pixels entering the frame and flow that cannot be trusted."""
+    frame. False marks occlusions, pixels entering the frame and flow that cannot be trusted.
+    ``where`` (rows, columns): only that window of the grid (the result has its shape), as the
+    colour points need (FilmPoints.py): a point's few cells cost far less than the whole grid."""
     h, w = back.shape[:2]
-    mx, my = _sample_maps(back)
+    mx, my = _sample_maps(back, where)
     fwd_there = np.stack([cv2.remap(fwd[..., i], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                           for i in range(2)], axis=-1)
+    back = back[where]
     loop = ((back + fwd_there) ** 2).sum(-1)
     scale = (back ** 2).sum(-1) + (fwd_there ** 2).sum(-1)
     inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
     return (loop < 0.01 * scale + 0.5) & inside
+
+
+@dataclass(frozen=True)
+class Motion:
+    """The flow between consecutive frames t-1 and t on the flow grid, or a cut (every field None).
+
+    back: t -> t-1 and fwd: t-1 -> t, float32 (h, w, 2) in grid pixels (dx, dy); mask: bool (h, w) on frame
+    t, ``trusted(back, fwd)`` (``trusted(fwd, back)`` is the same check seen from frame t-1); prev, cur: the
+    two frames' normalised luminance, uint8 (h, w) (``normalised``), which the flow was computed on."""
+
+    back: np.ndarray | None = None
+    fwd: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    prev: np.ndarray | None = None
+    cur: np.ndarray | None = None
+
+    @property
+    def cut(self) -> bool:
+        """Whether frame t begins a new shot (nothing can be carried across)."""
+        return self.back is None
 
 
 class FlowPair:
@@ -117,13 +149,33 @@ class FlowPair:
     def __call__(self, prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """uint8 normalised frames t-1 and t -> (flow t -> t-1 (h, w, 2), trusted mask (h, w)), or
         (None, None) when the pair straddles a scene cut."""
+        motion = self.motion(prev, cur)
+        return motion.back, motion.mask
+
+    def motion(self, prev: np.ndarray, cur: np.ndarray) -> Motion:
+        """uint8 normalised frames t-1 and t -> their ``Motion`` (all None across a scene cut)."""
         if histogram_distance(prev, cur) > CUT_HISTOGRAM:
-            return None, None
-        back = self._flow(cur, prev)
-        mask = trusted(back, self._flow(prev, cur))
+            return Motion()
+        back, fwd = self._flow(cur, prev), self._flow(prev, cur)
+        mask = trusted(back, fwd)
         if mask.mean() < CUT_TRACKED:
-            return None, None
-        return back, mask
+            return Motion()
+        return Motion(back, fwd, mask, prev, cur)
+
+
+class Motions:
+    """Each frame's ``Motion`` from the frame before (DIS): call once per frame, in order, with its luminance on
+    the grid (h, w); returns None for the first frame. Holds one small normalised frame."""
+
+    def __init__(self) -> None:
+        self.flows = FlowPair("dis")
+        self.prev: np.ndarray | None = None
+
+    def __call__(self, grey: np.ndarray) -> Motion | None:
+        cur = normalised(grey)
+        motion = None if self.prev is None else self.flows.motion(self.prev, cur)
+        self.prev = cur
+        return motion
 
 
 class Stabiliser:
@@ -144,18 +196,21 @@ class Stabiliser:
         self.frame = -1
         self.cuts: list[int] = []
 
-    def __call__(self, grey: np.ndarray, ab: np.ndarray, given: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, grey: np.ndarray, ab: np.ndarray, given: np.ndarray | None = None,
+                 motion: Motion | None = None) -> np.ndarray:
         """Input luminance on the grid (h, w) and the new prediction (2, h, w) -> stabilised ab (2, h, w).
 
         ``given`` (h, w) in [0, 1]: where this frame's prediction holds a user's colour points; there the
-        carried estimate gives way (weight x (1 - given)), so the frame shows the colour the user asked for."""
+        carried estimate gives way (weight x (1 - given)), so the frame shows the colour the user asked for.
+        ``motion``: the flow from the previous frame given here to this one, when the caller has it already
+        (``Motions``); None: computed here."""
         self.frame += 1
         if self.flows is None:
             return ab
         cur = normalised(grey)
         back = mask = None
         if self.prev is not None:
-            back, mask = self.flows(self.prev, cur)
+            back, mask = self.flows(self.prev, cur) if motion is None else (motion.back, motion.mask)
             if back is None:
                 self.cuts.append(self.frame)
         if back is None:

@@ -1,9 +1,10 @@
 """Colourising films: video files in, H.264 MP4 out, streamed frame by frame with colour kept steady.
 
 Owns the per-frame pipeline between reading and writing (VideoFiles.py reads and writes the files):
-  decoded frame (uint8 RGB) -> a batch through the network at the working size (Inference.Colorizer)
-  -> ab resampled onto the small flow grid -> Temporal.Stabiliser (carried along the input's motion,
-  reset at cuts) -> FullResolution.recombine_image (the frame's own L, untouched) -> the encoder.
+  decoded frame (uint8 RGB) -> its motion from the frame before, on the small flow grid (Temporal.Motions;
+  a batch's motions first, since they place its colour points) -> a batch through the network at the working
+  size (Inference.Colorizer) -> ab resampled onto the flow grid -> Temporal.Stabiliser (carried along the same
+  motion, reset at cuts) -> FullResolution.recombine_image (the frame's own L, untouched) -> the encoder.
 
 Frames cross ffmpeg's pipes one at a time, so memory is bounded by the batch and one frame's
 full-resolution buffers, whatever the film's length. The output is written through ImageIO.atomic_write (a
@@ -11,9 +12,10 @@ temporary file, renamed into place) and its frame count is checked before the re
 leaves no half-written video.
 
 A guided model also takes the user's colour points and a reference photo (``guidance``, ``reference``):
-a point with ``frame`` N goes into frame N's model input only, and the stabiliser then carries the colour
-it gave as it carries any colour (fading with the smoothing, following the motion, stopping at a cut);
-a point without ``frame`` goes into every frame's input; a reference applies to every frame.
+a point with ``frame`` N goes into frame N's model input and, tracked along the motion (FilmPoints.py), into
+each later frame's until its object leaves the frame or is hidden, or the shot ends; a point given on a later
+frame replaces the carried points it covers. A point without ``frame`` goes into every frame's input at its
+place; a reference applies to every frame. The summary line counts the points applied and their frames.
 
 Usage:
     colorizer = Colorizer.from_checkpoint("weights/colorizer.onnx")
@@ -33,13 +35,14 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from FilmPoints import FilmPoints, PointCounts
 from FullResolution import recombine_image
 from Hints import Guidance, HintError, Point, local_map, no_hints_error
 from Folders import BATCH_PIXELS, Report, plan_outputs
 from Inference import Colorizer
 from ImageIO import atomic_write
 from References import VIDEO_OUTPUT, VideoConfig
-from Temporal import Stabiliser, flow_grid, luminance
+from Temporal import Motion, Motions, Stabiliser, flow_grid, luminance
 from VideoFiles import VideoInfo, VideoReadError, VideoWriter, check_count, open_video
 
 
@@ -57,22 +60,18 @@ def batched(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
 
 class FilmHints:
     """A film's colour points and reference -> each frame's ``Guidance`` (or None) and, for the stabiliser,
-    where that frame's points lie on the flow grid."""
+    where that frame's points lie on the flow grid. ``counts``: kept up to date (``FilmPoints``)."""
 
     def __init__(self, points: list[Point] | None, reference: np.ndarray | None, info: "VideoInfo",
-                 working_size: int) -> None:
-        points = list(points or [])
-        self.every = tuple(p for p in points if p.frame is None)
-        self.on: dict[int, tuple[Point, ...]] = {}
-        for p in points:
-            if p.frame is not None:
-                self.on[p.frame] = self.on.get(p.frame, ()) + (p,)
+                 working_size: int, counts: PointCounts | None = None) -> None:
         self.reference, self.info, self.size = reference, info, working_size
         self.grid = flow_grid((info.height, info.width))
+        self.points = FilmPoints(points, info.width, info.height, self.grid, counts)
 
-    def __call__(self, index: int) -> Guidance | None:
-        """Frame ``index``'s (0-based) guidance: the points for every frame, those for this frame, the reference."""
-        points = self.every + self.on.get(index, ())
+    def __call__(self, index: int, motion: Motion | None) -> Guidance | None:
+        """Frame ``index``'s (0-based, in order) guidance: the points for every frame, the tracked points
+        (``motion``: from the frame before, None for the first), the reference."""
+        points = self.points(index, motion)
         return Guidance(points, self.reference) if points or self.reference is not None else None
 
     def given(self, guidance: Guidance | None) -> np.ndarray | None:
@@ -84,25 +83,29 @@ class FilmHints:
 
 
 def colorize_frames(colorizer: Colorizer, info: VideoInfo, frames: Iterator[np.ndarray], smoothing: float,
-                    batch_size: int = 8, guidance: list[Point] | None = None, reference: np.ndarray | None = None
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
+                    batch_size: int = 8, guidance: list[Point] | None = None, reference: np.ndarray | None = None,
+                    counts: PointCounts | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, Stabiliser]]:
     """Frames of the video ``info`` describes (uint8 RGB (H, W, 3), in order) -> (input luma on the flow grid
     (h, w), colourised uint8 RGB (H, W, 3), the stabiliser), in order. ``smoothing`` 0 colourises each frame
     on its own; L is never changed. Batches: ``frames_per_batch``. A guided model's ``guidance`` (points in
-    input pixels; ``frame`` N: frame N only, None: every frame) and ``reference`` (a global hint (Q + 1,))
-    go into each frame's own model input; on a frame with points the stabiliser keeps the new prediction
-    under them (the user's colour, not the carried estimate) and then carries it on."""
+    input pixels; ``frame`` N: from frame N on, tracked until it stops or the shot ends, ``FilmPoints``; None:
+    every frame) and ``reference`` (a global hint (Q + 1,)) go into each frame's own model input; under a
+    frame's points the stabiliser keeps the new prediction (the user's colour, not the carried estimate).
+    ``counts``: the points applied and their frames, kept up to date."""
     grid = flow_grid((info.height, info.width))
     stab = Stabiliser(smoothing)
-    hints = FilmHints(guidance, reference, info, colorizer.cfg.image_size)
+    hints = FilmHints(guidance, reference, info, colorizer.cfg.image_size, counts)
+    # one flow per frame, shared by the points and the stabiliser; none when neither needs it
+    motions = Motions() if smoothing > 0 or hints.points.tracking else None
     index = 0
     for batch in batched(frames, frames_per_batch(info, batch_size)):
-        given = [hints(index + i) for i in range(len(batch))]
+        greys = [luminance(frame, grid) for frame in batch]
+        moved = [motions(grey) if motions else None for grey in greys]  # before the forward pass: they place points
+        given = [hints(index + i, m) for i, m in enumerate(moved)]
         ab = colorizer.ab_for(batch, guidance=given if any(given) else None)  # (B, 2, h, w) in [-1, 1]
-        for frame, a, g in zip(batch, ab, given):
-            grey = luminance(frame, grid)
+        for frame, grey, a, g, m in zip(batch, greys, ab, given, moved):
             on_grid = np.stack([cv2.resize(c, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR) for c in a])
-            yield grey, recombine_image(frame, stab(grey, on_grid, hints.given(g))), stab
+            yield grey, recombine_image(frame, stab(grey, on_grid, hints.given(g), m)), stab
         index += len(batch)
         batch.clear()
 
@@ -114,11 +117,14 @@ def frames_per_batch(info: VideoInfo, batch_size: int) -> int:
 
 @dataclass
 class VideoResult:
-    """One colourised video: frames written, wall seconds, frames at which a new shot began."""
+    """One colourised video: frames written, wall seconds, frames at which a new shot began, colour points
+    applied and the frames that had any."""
 
     frames: int
     seconds: float
     cuts: list[int] = field(default_factory=list)
+    points: int = 0
+    point_frames: int = 0
 
 
 def film_reference(colorizer: Colorizer, reference: np.ndarray | None, name: str) -> np.ndarray | None:
@@ -166,17 +172,19 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
                    "frames repeated or dropped so that its duration and sound stay as they were", file=sys.stderr)
     bar = tqdm(total=info.frames or None, desc=src.name, unit="frame", disable=not progress, leave=False)
     result = VideoResult(0, 0.0)
+    counts = PointCounts()
 
     def write(tmp: str) -> None:
         with VideoWriter(tmp, info, cfg, label=dst) as writer:
-            for _, out, stab in colorize_frames(colorizer, info, frames, smoothing, batch_size, guidance, reference):
+            for _, out, stab in colorize_frames(colorizer, info, frames, smoothing, batch_size, guidance, reference,
+                                                counts):
                 writer.write(out)
                 bar.update(1)
                 result.cuts = stab.cuts
             check_count(info, writer.written)
             check_film_points(guidance, info, name, writer.written)  # decoded: the header's count may be an estimate
             writer.finish()
-        result.frames = writer.written
+        result.frames, result.points, result.point_frames = writer.written, counts.points, counts.frames
     try:
         atomic_write(dst, write, keep_suffix=True)
     finally:
@@ -217,5 +225,7 @@ def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, o
         report.written.append(dst)
         if progress:
             tqdm.write(f"{src.name}: {r.frames} frames in {r.seconds:.1f} s ({r.frames / r.seconds:.1f} fps)"
-                       + (f", new shot at frame {', '.join(map(str, r.cuts))}" if r.cuts else "") + f" -> {dst}")
+                       + (f", new shot at frame {', '.join(map(str, r.cuts))}" if r.cuts else "")
+                       + (f", {r.points} colour point(s) applied on {r.point_frames} frame(s)" if points else "")
+                       + f" -> {dst}")
     return report

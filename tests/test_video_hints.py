@@ -1,7 +1,7 @@
-"""Films with colour points (issue 20): a point with ``frame`` N goes into frame N's model input only, the
-hinted frame shows the user's colour, the stabiliser carries that colour forward along the motion, earlier
-frames are untouched; points without ``frame`` go to every frame; bad points get one line naming the hint
-file and the entry, and in a folder the other films are still written.
+"""Films with colour points (issues 20 and 21): a point with ``frame`` N goes into frame N's model input and,
+tracked along the motion (FilmPoints.py, tested on its own in test_film_points.py), into the later frames'; the
+hinted frame shows the user's colour, earlier frames are untouched; points without ``frame`` go to every frame;
+bad points get one line naming the hint file and the entry, and in a folder the other films are still written.
 
 The clip is synthetic: a textured grey square moving 3 px a frame over a still textured background. Most
 tests use ``fake_guided`` (its colour is exactly its hints), so they check where hints go without a
@@ -85,12 +85,18 @@ def test_a_point_on_frame_k_colours_frame_k_and_is_carried_on():
     assert on_square > 10 and left_behind < on_square / 2, (on_square, left_behind)
 
 
-def test_a_point_on_frame_k_goes_into_frame_k_only():
-    """Without smoothing each frame is its own prediction: only frame K may change."""
+def test_a_point_on_frame_k_goes_into_frame_k_and_follows_the_square_after_it():
+    """Without smoothing each frame is its own prediction, so what changes is where the point went into the
+    model input: frame K and the later ones, at the square's place on each (it moves 3 px a frame), not
+    where the point was given."""
     colorizer = fake_guided()
     plain, hinted = run(colorizer, smoothing=0.0), run(colorizer, points_of(red_point()), smoothing=0.0)
     changed = [t for t in range(FRAMES) if not np.array_equal(plain[t], hinted[t])]
-    assert changed == [K]
+    assert changed == list(range(K, FRAMES))
+    for t in range(K, FRAMES):
+        x, y = centre(t)
+        assert a_near(hinted[t], x, y) > 15, t  # on the square, wherever it is by then
+        assert a_near(hinted[t], x - 24, y) == pytest.approx(0, abs=0.5), t  # nothing left behind
 
 
 def test_the_hinted_frame_shows_the_users_colour_not_the_carried_one():
@@ -122,7 +128,7 @@ def test_a_reference_applies_to_the_whole_film():
 
 def test_the_shipped_model_follows_a_point_on_its_frame():
     """The same with the shipped model (skipped while it takes no hints): a red point on frame K reddens
-    frame K there and, carried by the stabiliser, the square on the next frames; frames before K keep
+    frame K there and, tracked along the motion, the square on the next frames; frames before K keep
     their colour."""
     colorizer = shipped_guided()
     plain, hinted = run(colorizer), run(colorizer, points_of(red_point()))
