@@ -94,6 +94,7 @@ def hex_to_ab(color: str) -> tuple[float, float]:
 def _span(centre: float, half: float, n: int) -> tuple[int, int]:
     """Working pixels [lo, hi) whose centres lie within ``half`` of ``centre`` (working units), at least the one
     under the centre, clipped to [0, n)."""
+    half = min(half, 2.0 * n)  # reaches past the whole side already; a larger one would overflow int()
     under = min(max(int(np.floor(centre)), 0), n - 1)
     lo = min(int(np.ceil(centre - half - 0.5)), under)
     hi = max(int(np.floor(centre + half - 0.5)) + 1, under + 1)
@@ -185,6 +186,7 @@ def simulate_points(ab: np.ndarray, n: int, rng: np.random.Generator, radius: fl
 # {"points": [{"x": 120, "y": 45, "color": "#a83a2c", "radius": 3, "frame": 0}]}; radius and frame optional.
 
 MAX_POINTS = 10_000
+MAX_RADIUS = 100_000.0  # pixels: past any photo's side; a larger radius is a mistake, and would overflow
 MAX_HINT_BYTES = 4 << 20  # 10 000 points take about 0.7 MB even pretty-printed; beyond this a file is a mistake
 POINT_KEYS = ("x", "y", "color", "radius", "frame")
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
@@ -275,8 +277,8 @@ def _point(entry: object, where: str) -> Point:
     if not (isinstance(color, str) and _HEX.fullmatch(color)):
         raise HintError(f"{where}: color {color!r} is not #rrggbb")
     radius = None if entry.get("radius") is None else _number(entry, "radius", where)
-    if radius is not None and radius <= 0:
-        raise HintError(f"{where}: radius {radius:g} must be above 0")
+    if radius is not None and not 0 < radius <= MAX_RADIUS:
+        raise HintError(f"{where}: radius {radius:g} must be above 0 and at most {MAX_RADIUS:g} pixels")
     frame = entry.get("frame")
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
         raise HintError(f"{where}: frame {json.dumps(frame)} is not a whole number >= 0")

@@ -21,6 +21,7 @@ import numpy as np
 
 import ColourSpace
 from FullResolution import lab_of
+from Hints import ab_to_hex
 
 TOP = 5            # swatches offered at most
 MIN_P = 0.03       # a family less likely than this is not offered (the first always is)
@@ -83,12 +84,16 @@ def lightness_at(img: np.ndarray, x: float, y: float, radius: int = 2) -> float:
 def suggest_colours(probs: np.ndarray, bins: np.ndarray, x: float, y: float, width: int, height: int,
                     lightness: float, top: int = TOP) -> list[dict]:
     """The model's distribution (Q, h, w) over ``bins`` (Q, 2), at input pixel (x, y) of a width x height photo
-    whose lightness there is ``lightness`` (0-100) -> up to ``top`` swatches [{"color": "#rrggbb", "p": 0.41,
-    "ab": [a, b]}], most likely first; families under MIN_P are left out, except the first."""
+    whose lightness there is ``lightness`` (0-100) -> up to ``top`` swatches [{"color": "#rrggbb", "hint":
+    "#rrggbb", "p": 0.41, "ab": [a, b]}], most likely first; families under MIN_P are left out, except the first.
+    "color" shows the family at the photo's lightness (its chroma shrunk into the gamut, to nothing on black);
+    "hint" is the colour to give as the point's: its chroma is the family's own (Hints.ab_to_hex), since only a
+    point's chroma is used and the shown one may have lost it."""
     found = modes(point_distribution(probs, x, y, width, height), np.asarray(bins, np.float64))
     out = []
     for mass, a, b in found[:top]:
         if out and mass < MIN_P:
             break
-        out.append({"color": lab_to_hex(lightness, a, b), "p": round(mass, 3), "ab": [round(a, 1), round(b, 1)]})
+        out.append({"color": lab_to_hex(lightness, a, b), "hint": ab_to_hex((a, b)), "p": round(mass, 3),
+                    "ab": [round(a, 1), round(b, 1)]})
     return out

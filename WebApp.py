@@ -13,7 +13,8 @@ x (the upload limit + about 12 bytes per pixel of the largest allowed image; 16 
 measured for 40 MP). A reference photo counts towards the same upload and pixel limits; it is decoded,
 shrunk, reduced to its colour distribution (a few hundred numbers) and dropped before the photo itself is
 decoded, so it adds no second image to that ceiling (measured: a 40 MP reference with a 40 MP photo, +632 MiB).
-The page's editing sessions (WebSessions.py) add at most ``session_mb`` of kept photos (default 400 MiB).
+The page's editing sessions (WebSessions.py) add at most ``session_mb`` of kept photos (default 400 MiB), plus
+the photo being opened, which is decoded (within the terms above) before older sessions make room for it.
 
 Routes:
     GET  /              the single page (web/index.html), under a Content-Security-Policy
@@ -55,13 +56,13 @@ from FullResolution import recombine_image
 from Inference import Colorizer
 from Pictures import encode_image
 from References import LIMITS, asset_dir
-from WebServer import SECURITY_HEADERS, make_server, release_memory, tune_malloc, upload_too_large
+from WebServer import (SECURITY_HEADERS, TRIM_AFTER_PIXELS, make_server, release_memory, tune_malloc,
+                       upload_too_large)
 from WebSessions import SessionStore, add_session_routes
 from WebUploads import (OUTPUT_TYPES, InMemoryRequest, Refused, decode_part, error, photo_guidance,
                         upload_guidance)
 
 QUEUE = 6  # uploads that may wait for a turn beyond max_concurrent (bodies only: waitress holds them anyway); more: 503
-TRIM_AFTER_PIXELS = 4e6  # after an image this big, freed heap is handed back (it would otherwise stay in RSS)
 
 
 class Busy(Exception):

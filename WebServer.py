@@ -32,6 +32,7 @@ CONNECTIONS = 16          # open connections at once; each may hold one request 
 REQUEST_DEADLINE_S = 120  # a request's headers and body must arrive within this (20 MiB: at least 1.4 Mbit/s)
 IDLE_TIMEOUT_S = 30       # a connection silent this long (between requests, or mid-request) is closed
 CHECK_EVERY_S = 2         # how often the deadlines are checked
+TRIM_AFTER_PIXELS = 4e6   # after an image this big, freed heap is handed back (release_memory; else it stays in RSS)
 
 
 def upload_too_large(content_length: int | None, limit: int) -> str:

@@ -27,7 +27,7 @@ import io
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import cv2
@@ -39,10 +39,12 @@ from Hints import Guidance
 from Inference import Colorizer, confidence_image
 from Pictures import encode_image
 from Suggestions import lightness_at, suggest_colours
+from WebServer import TRIM_AFTER_PIXELS, release_memory
 from WebUploads import (OUTPUT_TYPES, Refused, decode_part, error, photo_guidance, upload_points,
                         upload_reference)
 
 CONFIDENCE_SIDE = 1024  # the confidence overlay's longer side at most: the page scales it to the photo
+GONE_REMEMBERED = 4096  # dropped ids remembered, to tell "expired" or "deleted" from "unknown" in the 404
 
 
 @dataclass
@@ -66,7 +68,7 @@ class SessionStore:
     def __init__(self, max_entries: int, max_bytes: int, ttl_s: float):
         self.max_entries, self.max_bytes, self.ttl_s = int(max_entries), int(max_bytes), float(ttl_s)
         self.sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
-        self.gone: deque[str] = deque(maxlen=4096)  # ids dropped lately, to say "expired" rather than "unknown"
+        self.gone: OrderedDict[str, str] = OrderedDict()  # ids dropped lately -> why, to say so rather than "unknown"
         self.lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
@@ -74,11 +76,13 @@ class SessionStore:
             sid, s = next(iter(self.sessions.items()))
             if now - s.used < self.ttl_s:
                 break
-            self._drop(sid)
+            self._drop(sid, "expired")
 
-    def _drop(self, sid: str) -> None:
+    def _drop(self, sid: str, why: str) -> None:
         del self.sessions[sid]
-        self.gone.append(sid)
+        self.gone[sid] = why
+        while len(self.gone) > GONE_REMEMBERED:
+            self.gone.popitem(last=False)
 
     def bytes(self) -> int:
         """Bytes of the photos held now."""
@@ -99,7 +103,7 @@ class SessionStore:
             while self.sessions and (len(self.sessions) >= self.max_entries or held + session.nbytes > self.max_bytes):
                 old = next(iter(self.sessions))
                 held -= self.sessions[old].nbytes
-                self._drop(old)
+                self._drop(old, "dropped to make room for newer ones")
             self.sessions[sid] = session
         return sid
 
@@ -109,7 +113,7 @@ class SessionStore:
             self._expire(time.monotonic())
             session = self.sessions.get(sid)
             if session is None:
-                why = "expired or replaced by newer ones" if sid in self.gone else "unknown"
+                why = self.gone.get(sid, "unknown")
                 raise Refused(404, f"session {sid[:32]!r}: {why} (a session lasts {self.ttl_s / 60:g} min after "
                                    "its last use); upload the photo again")
             session.used = time.monotonic()
@@ -121,7 +125,7 @@ class SessionStore:
         self.get(sid)
         with self.lock:
             if sid in self.sessions:
-                self._drop(sid)
+                self._drop(sid, "deleted")
 
 
 def session_guidance(colorizer: Colorizer, session: Session) -> list[Guidance] | None:
@@ -135,6 +139,8 @@ def stretched(entropy: np.ndarray) -> np.ndarray:
     squared, in [0, 1]: the model is unsure over most of a photo (0.4-0.8), so the overlay lights up only where it
     is least sure, where a point helps most."""
     lo, hi = np.percentile(entropy, (2, 98))
+    if hi - lo < 1e-3:  # nearly all alike (a sure spot under 2 % of the photo at most): stretch from the least
+        lo = float(entropy.min())
     return np.clip((entropy - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) ** 2
 
 
@@ -186,12 +192,14 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
         fmt = (request.form.get("format") or request.args.get("format") or "png").lower()
         if fmt not in OUTPUT_TYPES:
             raise Refused(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
-        guidance = session_guidance(colorizer, session)
-        with admission.turn():
+        with admission.turn():  # the hints are parsed inside it too: up to 10 000 points take about a second
+            guidance = session_guidance(colorizer, session)
             with lock:
                 ab = colorizer.ab_for([session.image], guidance=guidance)
             mime, suffix = OUTPUT_TYPES[fmt]
             data = encode_image(recombine_image(session.image, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
+        if session.image.shape[0] * session.image.shape[1] > TRIM_AFTER_PIXELS:
+            release_memory()
         stem = session.name.rsplit(".", 1)[0] or "image"
         return send_file(io.BytesIO(data), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
 
@@ -200,20 +208,23 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
         session = store.get(sid)
         h, w = session.image.shape[:2]
         x, y = coordinate("x", w), coordinate("y", h)
-        guidance = session_guidance(colorizer, session)
         with admission.turn():
+            guidance = session_guidance(colorizer, session)
             with lock:
-                probs = colorizer.distribution([session.image], guidance)[0]
+                try:
+                    probs = colorizer.distribution([session.image], guidance)[0]
+                except ValueError as e:  # e.g. an export from before the distribution was an output
+                    raise Refused(400, str(e)) from None
         swatches = suggest_colours(probs, colorizer.bins, x, y, w, h, lightness_at(session.image, x, y))
         return jsonify(x=x, y=y, swatches=swatches)
 
     @app.post("/api/session/<sid>/confidence")
     def session_confidence(sid: str):
         session = store.get(sid)
-        guidance = session_guidance(colorizer, session)
         h, w = session.image.shape[:2]
         scale = min(1.0, CONFIDENCE_SIDE / max(h, w))
         with admission.turn():
+            guidance = session_guidance(colorizer, session)
             with lock:
                 _, entropy = colorizer.ab_for([session.image], guidance=guidance, entropy=True)
         if entropy is None:

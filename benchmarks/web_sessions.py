@@ -24,7 +24,6 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_web import rss_kib, start_server  # noqa: E402

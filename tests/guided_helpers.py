@@ -36,22 +36,27 @@ def fake_guided(size: int = 64, name: str = "fake-guided.onnx") -> Colorizer:
         if hints is not None:
             m = hints[:, 2:3]
             ab = ab * (1 - m) + hints[:, :2]
-        dist = fake_distribution(ab)
+        dist = fake_distribution(ab, None if hints is None else hints[:, 2])
         entropy = -(dist * np.log(dist)).sum(axis=1, keepdims=True) / np.log(len(BINS))
         return (ab, entropy, dist) if probs else (ab, entropy)
     return Colorizer(predict, ModelConfig(image_size=size, loss="classification", guided=True), "cpu", name,
                      None, BINS)
 
 
-def fake_distribution(ab: np.ndarray) -> np.ndarray:
+def fake_distribution(ab: np.ndarray, hinted: np.ndarray | None = None) -> np.ndarray:
     """fake_guided's colour distribution for its ab (B, 2, h, w): 0.6 on the bin nearest that colour, 0.3 on
-    the bin of FAKE_SECOND (a green) and 0.1 spread evenly over all bins."""
+    the bin of FAKE_SECOND (a green) and 0.1 spread evenly over all bins; where ``hinted`` (B, h, w) > 0 (a
+    point's patch), sure of the hint: 0.99 on its bin."""
     lab = np.moveaxis(ab, 1, -1) * 110.0  # (B, h, w, 2)
     nearest = np.abs(lab[..., None, :] - BINS).sum(-1).argmin(-1)  # (B, h, w)
     out = np.full((ab.shape[0], len(BINS)) + ab.shape[2:], 0.1 / len(BINS), np.float32)
     second = int(np.abs(BINS - FAKE_SECOND).sum(-1).argmin())
     np.put_along_axis(out, nearest[:, None], 0.6 + 0.1 / len(BINS), axis=1)
     out[:, second] += 0.3
+    if hinted is not None:
+        sure = np.full_like(out, 0.01 / len(BINS))
+        np.put_along_axis(sure, nearest[:, None], 0.99 + 0.01 / len(BINS), axis=1)
+        out = np.where(hinted[:, None] > 0, sure, out)
     return out / out.sum(axis=1, keepdims=True)
 
 

@@ -88,6 +88,7 @@ def test_a_malformed_file_is_refused_in_one_line(text, says):
     ({**GOOD, "radius": 0}, "radius 0 must be above 0"),
     ({**GOOD, "radius": -2.5}, "radius -2.5 must be above 0"),
     ({**GOOD, "radius": False}, "radius must be a number, not true/false"),
+    ({**GOOD, "radius": 1e308}, "radius 1e+308 must be above 0 and at most 100000 pixels"),  # once a 500
     ({**GOOD, "frame": -1}, "frame -1 is not a whole number >= 0"),
     ({**GOOD, "frame": 2.5}, "frame 2.5 is not a whole number >= 0"),
     ({**GOOD, "frame": "3"}, 'frame "3" is not a whole number >= 0'),
@@ -177,3 +178,11 @@ def test_a_big_reference_is_read_without_a_full_size_float_copy():
     want = ab_histogram(lab_of(np.clip(cv2.resize(to_float(img), (128, 128), interpolation=cv2.INTER_AREA), 0, 1))[1:],
                         bins)
     assert np.abs(got - want).sum() < 0.05
+
+
+def test_a_huge_radius_made_in_code_covers_the_map_without_overflow():
+    """local_map clamps a patch's reach: a radius past the float range's edge once raised OverflowError (a 500)."""
+    from Hints import local_map
+
+    hint = local_map([Point(3.0, 4.0, (50.0, 20.0), radius=1.7e308)], 48, 64, 128)  # scaled up: inf
+    assert hint[2].min() == 1.0 and np.allclose(hint[0], 50.0 / 110.0)

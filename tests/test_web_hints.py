@@ -278,6 +278,16 @@ def test_the_page_sends_the_reference_and_hints_files(tmp_path):
             page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
             assert answer.value.status == 200
             assert shown_lab(page, 40, 30)[1] > 15 and shown_lab(page, 120, 90)[2] < -10  # red point, blue rest
+            with page.expect_response("**/colorize") as answer:  # the reference cleared
+                page.click("#clear-reference")
+            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+            assert abs(shown_lab(page, 120, 90)[2]) < 2 and shown_lab(page, 40, 30)[1] > 15
+            with page.expect_response("**/colorize") as answer:  # a reference chosen before a new photo goes with it
+                page.set_input_files("#reference", str(reference))
+            with page.expect_response("**/colorize") as answer:
+                page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+            assert shown_lab(page, 120, 90)[2] < -10
             with page.expect_response("**/colorize") as answer:  # a new hints file: colourised again
                 page.set_input_files("#hints", str(bad))
             page.wait_for_selector("#status.error", timeout=30000)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guided_helpers import FAKE_SECOND, fake_guided, hint_json, shipped_guided
+from guided_helpers import BINS, FAKE_SECOND, fake_guided, hint_json, shipped_guided
 
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
 import Suggestions  # noqa: E402
@@ -76,6 +76,10 @@ def test_confidence_map_and_reference_set_and_cleared(client):
     r = client.post(f"/api/session/{sid}/confidence")
     assert r.status_code == 200 and r.mimetype == "image/png"
     assert Image.open(io.BytesIO(r.data)).size == (W, H)
+    # given a point, the model is sure there (the fake: 0.99 on the hint's colour): dark at it, bright elsewhere
+    r = client.post(f"/api/session/{sid}/confidence", data={"hints": hint_json(POINT)})
+    unsure = np.asarray(Image.open(io.BytesIO(r.data)).convert("L")).astype(float)
+    assert unsure[27:33, 37:43].mean() < 60 and unsure[80:, 100:].mean() > 200, (unsure[30, 40], unsure[100, 140])
     plain = recolour(client, sid)
     r = client.post(f"/api/session/{sid}/reference", data={"reference": (io.BytesIO(BLUE), "blue.png")},
                     content_type="multipart/form-data")
@@ -104,14 +108,16 @@ def test_unknown_and_expired_sessions_are_404_with_the_reason():
     store = SessionStore(max_entries=2, max_bytes=10 ** 9, ttl_s=0.3)
     client = create_app(fake_guided(), sessions=store).test_client()
     r = recolour(client, "no-such-session")
-    assert r.status_code == 404 and "unknown" in r.json["error"]
+    assert r.status_code == 404 and "unknown" in r.json["error"] and "expired" not in r.json["error"]
     sid = open_session(client)
     time.sleep(0.5)
     r = client.post(f"/api/session/{sid}/suggest", data={"x": "1", "y": "1"})
     assert r.status_code == 404 and "expired" in r.json["error"] and "upload the photo again" in r.json["error"]
+    assert "unknown" not in r.json["error"]
     sid = open_session(client)
     assert client.delete(f"/api/session/{sid}").json == {"deleted": True}
-    assert recolour(client, sid).status_code == 404
+    r = recolour(client, sid)
+    assert r.status_code == 404 and "deleted" in r.json["error"] and "expired" not in r.json["error"]
 
 
 def test_the_store_is_bounded_in_entries_and_bytes_least_recently_used_first():
@@ -121,7 +127,7 @@ def test_the_store_is_bounded_in_entries_and_bytes_least_recently_used_first():
     store.get(a)  # a is now the most recently used
     c = store.add(Session(img, "c"))  # 30 000 bytes would be over: b goes
     assert set(store.sessions) == {a, c} and store.bytes() == 20_000
-    with pytest.raises(Exception, match="expired"):
+    with pytest.raises(Exception, match="dropped to make room"):
         store.get(b)
     store = SessionStore(max_entries=2, max_bytes=10 ** 9, ttl_s=60)
     ids = [store.add(Session(img, str(i))) for i in range(5)]
@@ -164,3 +170,45 @@ def test_the_shipped_model_suggests_a_red_given_a_red_point():
     assert red.status_code == 200, red.json
     first = red.json["swatches"][0]
     assert first["ab"][0] > 30 and first["ab"][0] > plain[0]["ab"][0] + 20, (plain, red.json)
+
+
+def test_a_swatch_given_as_a_point_keeps_its_chroma_in_a_dark_place():
+    """A swatch is shown at the photo's lightness, which can leave no room for colour (near black); the colour it
+    gives as a point ("hint") keeps the family's chroma, so picking it is not picking grey."""
+    from Hints import hex_to_ab
+
+    probs = np.zeros((len(BINS), 4, 4), np.float32)
+    probs[int(np.abs(BINS - (60, 50)).sum(-1).argmin())] = 1.0  # sure of a strong red-orange everywhere
+    (swatch,) = Suggestions.suggest_colours(probs, BINS, 1, 1, 4, 4, lightness=2.0)
+    shown, given = hex_to_ab(swatch["color"]), hex_to_ab(swatch["hint"])
+    assert np.hypot(*shown) < 20 and np.allclose(given, (60, 50), atol=5), swatch
+
+
+def test_session_work_holds_a_turn_and_a_full_queue_is_503_at_once(monkeypatch):
+    """Re-colourising, suggestions and the confidence map take an admission turn like /api/colorize: with one
+    turn, held, and no queue, each is refused with 503 at once instead of piling up."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    colorizer = fake_guided()
+    app = create_app(colorizer, max_concurrent=1, max_queue=0)
+    client = app.test_client()
+    sid = open_session(client)
+    inside, release, real = threading.Event(), threading.Event(), colorizer.ab_for
+
+    def held(*args, **kwargs):
+        inside.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(colorizer, "ab_for", held)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(recolour, app.test_client(), sid)
+        assert inside.wait(10)
+        try:
+            for path, data in (("colorize", {}), ("suggest", {"x": "1", "y": "1"}), ("confidence", {})):
+                t = time.perf_counter()
+                r = client.post(f"/api/session/{sid}/{path}", data=data)
+                assert r.status_code == 503 and time.perf_counter() - t < 2, (path, r.status_code)
+        finally:
+            release.set()
+        assert first.result(10).status_code == 200
