@@ -7,10 +7,11 @@ Starts ``Engine.py --mode serve`` on a free loopback port with the shipped model
      same run, for a one-shot POST /api/colorize of the same photo with the same point (upload and decoding
      included), so the ratio is measured under the same load;
   2. opens ``--sessions`` sessions of 1 MP (colouring each once) and prints the server's RSS, then
-     ``--big`` more of ``--big-megapixels`` each, past the store's byte budget, to show the RSS levels off.
+     ``--big`` more of ``--big-megapixels`` each, past the store's limits (24 sessions, 400 MiB by default), to
+     show that the RSS levels off.
 
 Usage:
-    python benchmarks/web_sessions.py [--repeats 15] [--sessions 20] [--big 12] [--big-megapixels 12]
+    python benchmarks/web_sessions.py [--repeats 15] [--sessions 20] [--big 40] [--big-megapixels 12]
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--big", type=int, default=12, help="sessions of --big-megapixels opened after those")
+    ap.add_argument("--big", type=int, default=40, help="sessions of --big-megapixels opened after those")
     ap.add_argument("--big-megapixels", type=float, default=12.0)
     ap.add_argument("--checkpoint", default=None, help="model for the server (default: the shipped one)")
     args = ap.parse_args(argv)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 post(f"{url}/api/session/{json.loads(info)['session']}/colorize", {})
                 rss.append(rss_kib(proc.pid, "VmRSS") / 1024)
         print(f"then {args.big} sessions of {args.big_megapixels:g} MP ({args.big * args.big_megapixels:g} MP in all, "
-              f"past the store's budget): RSS after each {' '.join(f'{r:.0f}' for r in rss)} MiB; "
+              f"past the store's limits in sessions or bytes): RSS after each {' '.join(f'{r:.0f}' for r in rss)} MiB; "
               f"peak {rss_kib(proc.pid, 'VmHWM') / 1024:.0f} MiB")
     finally:
         proc.terminate()
