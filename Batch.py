@@ -258,7 +258,7 @@ def colorize_film(colorizer: Colorizer, task: Task, opts: Options) -> Report:
         return report
     report.written.append(task.dst)
     if opts.progress:
-        tqdm.write(f"{task.src.name}: {r.frames} frames in {r.seconds:.1f} s -> {task.dst}")
+        tqdm.write(Video.summary(task.src, r, task.dst, bool(points)))
     return report
 
 

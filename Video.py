@@ -127,6 +127,14 @@ class VideoResult:
     point_frames: int = 0
 
 
+def summary(src: Path, r: VideoResult, dst: Path, had_points: bool) -> str:
+    """A film's line once written: frames, time, the cuts, and (for a film given points) the points applied."""
+    return (f"{src.name}: {r.frames} frames in {r.seconds:.1f} s ({r.frames / max(r.seconds, 1e-9):.1f} fps)"
+            + (f", new shot at frame {', '.join(map(str, r.cuts))}" if r.cuts else "")
+            + (f", {r.points} colour point(s) applied on {r.point_frames} frame(s)" if had_points else "")
+            + f" -> {dst}")
+
+
 def film_reference(colorizer: Colorizer, reference: np.ndarray | None, name: str) -> np.ndarray | None:
     """A film's reference: a global hint (Q + 1,) as it is, or a decoded photo (H, W[, 3]) reduced to one."""
     if reference is None or reference.ndim == 1:
@@ -224,8 +232,5 @@ def colorize_videos(colorizer: Colorizer, files: list[Path], input_root: Path, o
             continue
         report.written.append(dst)
         if progress:
-            tqdm.write(f"{src.name}: {r.frames} frames in {r.seconds:.1f} s ({r.frames / r.seconds:.1f} fps)"
-                       + (f", new shot at frame {', '.join(map(str, r.cuts))}" if r.cuts else "")
-                       + (f", {r.points} colour point(s) applied on {r.point_frames} frame(s)" if points else "")
-                       + f" -> {dst}")
+            tqdm.write(summary(src, r, dst, bool(points)))
     return report

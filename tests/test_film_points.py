@@ -76,12 +76,11 @@ def film(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_guided(tmp_path_factory):
-    """A random-weight tiny guided classification model, opened from its checkpoint."""
+def tiny_guided_path(tmp_path_factory) -> Path:
+    """A random-weight tiny guided classification model's checkpoint."""
     import torch
 
     import Quantization
-    from Inference import Colorizer
     from ModelIO import build_model, save_checkpoint
 
     cfg = dataclasses.replace(TINY, loss="classification", guided=True)
@@ -89,7 +88,15 @@ def tiny_guided(tmp_path_factory):
     bins = Quantization.ab_bins(cfg.ab_grid)
     path = tmp_path_factory.mktemp("guided") / "tiny-guided.pt"
     save_checkpoint(path, build_model(cfg, "none", len(bins)), cfg, extras={"ab_bins": bins})
-    return Colorizer.from_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_guided(tiny_guided_path):
+    """That model, opened as a Colorizer."""
+    from Inference import Colorizer
+
+    return Colorizer.from_checkpoint(tiny_guided_path)
 
 
 def test_a_point_stays_on_its_object_until_the_cut(film, tiny_guided, tmp_path, capsys):
@@ -110,6 +117,19 @@ def test_a_point_stays_on_its_object_until_the_cut(film, tiny_guided, tmp_path, 
     assert a["after the cut, where the square was last"] < NOT_RED_A, a
     summary = capsys.readouterr().out
     assert f"new shot at frame {SHOT}" in summary and f"1 colour point(s) applied on {SHOT} frame(s)" in summary
+
+
+def test_the_command_line_prints_the_points_line_for_a_film_with_hints(film, tiny_guided_path, tmp_path, capsys):
+    """`colorize film --hints film.json` (Batch.colorize_film, not colorize_videos) says the same as above."""
+    import Engine
+
+    x0, y = square_at(0)
+    hints = tmp_path / "square.json"
+    hints.write_text(json.dumps({"points": [{"x": x0, "y": y, "color": RED, "radius": 8, "frame": 0}]}))
+    assert Engine.main([str(film), "--hints", str(hints), "--checkpoint", str(tiny_guided_path), "--device", "cpu",
+                        "--output", str(tmp_path / "out.mp4")]) == 0
+    summary = capsys.readouterr().out
+    assert f"new shot at frame {SHOT}, 1 colour point(s) applied on {SHOT} frame(s) -> " in summary, summary
 
 
 def test_the_summary_line_counts_points_only_for_a_film_with_points(tmp_path, capsys, monkeypatch):
