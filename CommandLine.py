@@ -230,8 +230,8 @@ def value_problem(args: argparse.Namespace) -> str | None:
         return f"--image-size must be a multiple of 16 and at least 32 (got {args.image_size})"
     if not args.max_megapixels > 0:
         return f"--max-megapixels must be positive (got {args.max_megapixels:g})"
-    if not args.session_mb > 0:  # "not >": NaN is refused too
-        return f"--session-mb must be positive (got {args.session_mb:g})"
+    if not 0 < args.session_mb < 2 ** 40:  # NaN and inf are refused too
+        return f"--session-mb must be a positive number of MiB (got {args.session_mb:g})"
     if not 0 <= args.temporal_smoothing < 1:
         return f"--temporal-smoothing must be at least 0 and below 1 (got {args.temporal_smoothing:g})"
     if not 0 <= args.crf <= 51:

@@ -12,7 +12,8 @@ and ONNX Runtime only: torch is imported only to run a .pt checkpoint (the [trai
 A guided model (``Colorizer.guided``) also takes each photo's ``Hints.Guidance`` (colour points and a
 reference photo's colours), turned into its hint inputs at the working size by ``Colorizer.hint_inputs``,
 and every classification model returns its per-pixel uncertainty (``ab_for(..., entropy=True)``;
-``confidence_image`` is that map at an output's size).
+``confidence_image`` is that map at an output's size) and, through ``distribution``, the colour distribution
+itself (the web page's suggested colours, Suggestions.py).
 
 Usage:
     from Hints import Guidance, Point, hex_to_ab

@@ -5,7 +5,7 @@ around a point -> its top modes, each as "#rrggbb" at the photo's own lightness 
 that colour family. Families are found greedily: the most likely bin claims its 8 neighbours on the bins' square
 lattice (similar colours), then the most likely bin left does, and so on; a family's probability is the sum of
 its bins', and its colour their probability-weighted mean ab (between bin centres where the model hesitates
-between two). numpy only.
+between two). NumPy and OpenCV (through FullResolution), no torch.
 
 As in Zhang et al. (SIGGRAPH 2017), the distribution is the one given the points already placed, so a
 suggestion follows the user's other choices.
@@ -13,7 +13,8 @@ suggestion follows the user's other choices.
 Usage:
     probs = colorizer.distribution([img], guidance)[0]                    # (Q, h, w)
     swatches = suggest_colours(probs, colorizer.bins, x, y, width, height, lightness_at(img, x, y))
-    # [{"color": "#a83a2c", "p": 0.41}, ...], most likely first
+    # [{"color": "#563d32", "hint": "#9a7e71", "p": 0.41, "ab": [a, b]}, ...], most likely first: show "color",
+    # give "hint" as the point's colour (the family's own chroma)
 """
 from __future__ import annotations
 

@@ -157,8 +157,8 @@ def colorize_video(colorizer: Colorizer, src: Path, dst: Path, smoothing: float 
                    reference: np.ndarray | None = None, hints_name: str | None = None) -> VideoResult:
     """Colourise the video ``src`` into the MP4 ``dst`` (same frame size, rate and count; audio kept).
 
-    A guided model also takes ``guidance``, colour points in input pixels (``Point.frame`` N: frame N,
-    0-based as decoded; None: every frame), and ``reference``, for the whole film: a global hint (Q + 1,)
+    A guided model also takes ``guidance``, colour points in input pixels (``Point.frame`` N: from frame N on,
+    0-based as decoded, tracked along the motion until the shot ends, FilmPoints.py; None: every frame), and ``reference``, for the whole film: a global hint (Q + 1,)
     (``Colorizer.reference_hint``) or a decoded colour photo. ``hints_name`` (the hint file) names them in errors.
     Raises VideoReadError for unreadable, empty or truncated input, HintError for hints the model does not
     take, a point outside the frame or a frame beyond the film's end (checked once the film is decoded;

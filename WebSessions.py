@@ -13,7 +13,7 @@ used dropped first, each expiring ``ttl_s`` after its last use) and ``add_sessio
 
 A re-colourisation skips the upload and the decoding: the session keeps the decoded photo (its bytes count
 towards the store's budget) and the reference's colour distribution (a few hundred numbers). The network at
-the working size and the full-resolution recombination run again, as /api/colorize runs them (about 0.3 s for
+the working size and the full-resolution recombination run again, as /api/colorize runs them (0.25 s median for
 1 MP on two cores; benchmarks/web_sessions.py). The same admission turns, forward-pass lock, limits and
 one-line JSON errors as /api/colorize apply; an unknown or expired session is a 404 that says so.
 
@@ -29,8 +29,8 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import cv2
 import numpy as np
 from flask import Flask, jsonify, request, send_file
 
@@ -200,7 +200,7 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
             data = encode_image(recombine_image(session.image, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
         if session.image.shape[0] * session.image.shape[1] > TRIM_AFTER_PIXELS:
             release_memory()
-        stem = session.name.rsplit(".", 1)[0] or "image"
+        stem = Path(session.name).stem[:80] or "image"
         return send_file(io.BytesIO(data), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
 
     @app.post("/api/session/<sid>/suggest")
@@ -230,7 +230,7 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
         if entropy is None:
             raise Refused(400, f"{colorizer.name}: this model gives no confidence map")
         grey = confidence_image(stretched(entropy[0]), max(1, round(h * scale)), max(1, round(w * scale)))
-        data = encode_image(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), ".png", bgr=True)
+        data = encode_image(grey, ".png", bgr=True)  # one channel: OpenCV writes a grey PNG
         return send_file(io.BytesIO(data), mimetype="image/png", download_name="confidence.png")
 
     @app.post("/api/session/<sid>/reference")

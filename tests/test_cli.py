@@ -75,6 +75,21 @@ def test_refiner_loss_weights_reach_the_config_and_bad_ones_are_refused(capsys):
         assert said in capsys.readouterr().err
 
 
+def test_session_mb_reaches_the_server_and_bad_values_are_refused(capsys, monkeypatch):
+    """--session-mb bounds the page's sessions (WebApp.serve gets it); 0, NaN and inf are one line (exit 2), before
+    the port is checked or the model loads."""
+    import WebApp
+
+    got = {}
+    monkeypatch.setattr(WebApp, "serve", lambda colorizer, *a, **k: got.update(k))
+    monkeypatch.setattr(WebApp, "check_port", lambda host, port: None)
+    assert Engine.main(["--mode", "serve", "--session-mb", "64", "--device", "cpu"]) == 0
+    assert got["session_mb"] == 64
+    for value in ("0", "nan", "inf", "-5"):
+        assert Engine.main(["--mode", "serve", "--session-mb", value]) == 2, value
+        assert "--session-mb must be a positive number of MiB" in capsys.readouterr().err
+
+
 def mode_help(capsys, *argv: str) -> str:
     with pytest.raises(SystemExit) as e:
         Engine.main([*argv, "--help"])
