@@ -11,7 +11,7 @@ Starts ``Engine.py --mode serve`` on a free loopback port with the shipped model
      show that the RSS levels off.
 
 Usage:
-    python benchmarks/web_sessions.py [--repeats 15] [--sessions 20] [--big 40] [--big-megapixels 12]
+    python benchmarks/web_sessions.py [--repeats 15] [--sessions 20] [--big 40] [--big-megapixels 12] [--big-colour]
 """
 from __future__ import annotations
 
@@ -64,6 +64,14 @@ def figures(name: str, seconds: list[float]) -> str:
     return f"{name}: median {statistics.median(s):.3f} s, p90 {s[int(0.9 * (len(s) - 1))]:.3f} s over {len(s)}"
 
 
+def colour_png(megapixels: float) -> bytes:
+    """examples/coffee.png (in colour) scaled to about ``megapixels``, as PNG bytes."""
+    src = cv2.imread(str(ROOT / "examples" / "coffee.png"))
+    scale = (megapixels * 1e6 / (src.shape[0] * src.shape[1])) ** 0.5
+    size = (round(src.shape[1] * scale), round(src.shape[0] * scale))
+    return cv2.imencode(".png", cv2.resize(src, size, interpolation=cv2.INTER_CUBIC))[1].tobytes()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--big", type=int, default=40, help="sessions of --big-megapixels opened after those")
     ap.add_argument("--big-megapixels", type=float, default=12.0)
+    ap.add_argument("--big-colour", action="store_true", help="those in colour (3 bytes a pixel kept), not grey")
     ap.add_argument("--checkpoint", default=None, help="model for the server (default: the shipped one)")
     args = ap.parse_args(argv)
     src = cv2.imread(str(ROOT / "examples" / "chelsea_cat.png"), cv2.IMREAD_GRAYSCALE)
@@ -100,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.sessions} sessions of 1 MP open: RSS {rss_kib(proc.pid, 'VmRSS') / 1024:.0f} MiB, "
               f"peak {rss_kib(proc.pid, 'VmHWM') / 1024:.0f} MiB")
         with tempfile.TemporaryDirectory() as tmp:
-            big = grey_png(Path(tmp) / "big.png", args.big_megapixels).read_bytes()
+            big = grey_png(Path(tmp) / "big.png", args.big_megapixels).read_bytes() if not args.big_colour \
+                else colour_png(args.big_megapixels)
             rss = []
             for i in range(args.big):
                 _, info = post(url + "/api/session", {"image": big})
                 post(f"{url}/api/session/{json.loads(info)['session']}/colorize", {})
                 rss.append(rss_kib(proc.pid, "VmRSS") / 1024)
-        print(f"then {args.big} sessions of {args.big_megapixels:g} MP ({args.big * args.big_megapixels:g} MP in all, "
+        kind = "colour" if args.big_colour else "grey"
+        print(f"then {args.big} {kind} sessions of {args.big_megapixels:g} MP ({args.big * args.big_megapixels:g} MP, "
               f"past the store's limits in sessions or bytes): RSS after each {' '.join(f'{r:.0f}' for r in rss)} MiB; "
               f"peak {rss_kib(proc.pid, 'VmHWM') / 1024:.0f} MiB")
     finally:
