@@ -29,7 +29,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flask import Flask, jsonify, request, send_file
@@ -156,99 +158,121 @@ def coordinate(name: str, limit: int) -> float:
     return value
 
 
-def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, admission, store: SessionStore,
+@dataclass
+class Sessions:
+    """What the session views share: the model, the forward-pass lock, the admission turns (WebApp.Admission),
+    the store and the pixel limit."""
+
+    colorizer: Colorizer
+    lock: threading.Lock
+    admission: Any
+    store: SessionStore
+    max_pixels: int
+
+
+def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, admission: Any, store: SessionStore,
                        max_pixels: int) -> None:
     """Register the session API on ``app`` (see the module docstring). ``lock`` serialises forward passes and
     ``admission`` (WebApp.Admission) bounds the requests in work, as for /api/colorize."""
+    ctx = Sessions(colorizer, lock, admission, store, max_pixels)
+    app.register_error_handler(Refused, lambda e: error(e.status, e.message))
+    for rule, method, view in (("/api/session", "POST", open_session),
+                               ("/api/session/<sid>/colorize", "POST", session_colorize),
+                               ("/api/session/<sid>/suggest", "POST", session_suggest),
+                               ("/api/session/<sid>/confidence", "POST", session_confidence),
+                               ("/api/session/<sid>/reference", "POST", session_reference),
+                               ("/api/session/<sid>/reference", "DELETE", session_clear_reference),
+                               ("/api/session/<sid>", "DELETE", session_delete)):
+        app.add_url_rule(rule, view.__name__, partial(view, ctx), methods=[method])
 
-    @app.errorhandler(Refused)
-    def refused(e: Refused):
-        return error(e.status, e.message)
 
-    def guided_only() -> None:
-        if not colorizer.guided:
-            raise Refused(400, f"{colorizer.name}: this model takes no colour points; editing sessions need the "
-                               "guided release, weights/colorizer.onnx")
+def open_session(ctx: Sessions):
+    """POST /api/session: decode the upload (and reduce a reference) inside a turn, keep it -> its id and size."""
+    if not ctx.colorizer.guided:
+        raise Refused(400, f"{ctx.colorizer.name}: this model takes no colour points; editing sessions need the "
+                           "guided release, weights/colorizer.onnx")
+    upload = request.files.get("image")
+    if upload is None:
+        raise Refused(400, 'no image: send the photo as multipart form field "image"')
+    with ctx.admission.turn():
+        if upload.stream.seek(0, io.SEEK_END) == 0:
+            raise Refused(400, "the uploaded file is empty")
+        reference = upload_reference(ctx.colorizer, ctx.max_pixels)
+        img = decode_part(upload, "upload", ctx.max_pixels, unreadable=400)
+    session = Session(img, (upload.filename or "image")[:80], reference)
+    sid = ctx.store.add(session)
+    return jsonify(session=sid, width=img.shape[1], height=img.shape[0], reference=reference is not None,
+                   expires_s=ctx.store.ttl_s, name=session.name)
 
-    @app.post("/api/session")
-    def open_session():
-        guided_only()
-        upload = request.files.get("image")
-        if upload is None:
-            raise Refused(400, 'no image: send the photo as multipart form field "image"')
-        with admission.turn():
-            if upload.stream.seek(0, io.SEEK_END) == 0:
-                raise Refused(400, "the uploaded file is empty")
-            reference = upload_reference(colorizer, max_pixels)
-            img = decode_part(upload, "upload", max_pixels, unreadable=400)
-        session = Session(img, (upload.filename or "image")[:80], reference)
-        sid = store.add(session)
-        return jsonify(session=sid, width=img.shape[1], height=img.shape[0], reference=reference is not None,
-                       expires_s=store.ttl_s, name=session.name)
 
-    @app.post("/api/session/<sid>/colorize")
-    def session_colorize(sid: str):
-        session = store.get(sid)
-        fmt = (request.form.get("format") or request.args.get("format") or "png").lower()
-        if fmt not in OUTPUT_TYPES:
-            raise Refused(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
-        with admission.turn():  # the hints are parsed inside it too: up to 10 000 points take about a second
-            guidance = session_guidance(colorizer, session)
-            with lock:
-                ab = colorizer.ab_for([session.image], guidance=guidance)
-            mime, suffix = OUTPUT_TYPES[fmt]
-            data = encode_image(recombine_image(session.image, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
-        if session.image.shape[0] * session.image.shape[1] > TRIM_AFTER_PIXELS:
-            release_memory()
-        stem = Path(session.name).stem[:80] or "image"
-        return send_file(io.BytesIO(data), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
+def session_colorize(ctx: Sessions, sid: str):
+    """POST /api/session/<sid>/colorize: the kept photo with the request's points -> the image at full size."""
+    session = ctx.store.get(sid)
+    fmt = (request.form.get("format") or request.args.get("format") or "png").lower()
+    if fmt not in OUTPUT_TYPES:
+        raise Refused(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
+    with ctx.admission.turn():  # the hints are parsed inside it too: up to 10 000 points take about a second
+        guidance = session_guidance(ctx.colorizer, session)
+        with ctx.lock:
+            ab = ctx.colorizer.ab_for([session.image], guidance=guidance)
+        mime, suffix = OUTPUT_TYPES[fmt]
+        data = encode_image(recombine_image(session.image, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
+    if session.image.shape[0] * session.image.shape[1] > TRIM_AFTER_PIXELS:
+        release_memory()
+    stem = Path(session.name).stem[:80] or "image"
+    return send_file(io.BytesIO(data), mimetype=mime, download_name=f"{stem}_colorized{suffix}")
 
-    @app.post("/api/session/<sid>/suggest")
-    def session_suggest(sid: str):
-        session = store.get(sid)
-        h, w = session.image.shape[:2]
-        x, y = coordinate("x", w), coordinate("y", h)
-        with admission.turn():
-            guidance = session_guidance(colorizer, session)
-            with lock:
-                try:
-                    probs = colorizer.distribution([session.image], guidance)[0]
-                except ValueError as e:  # e.g. an export from before the distribution was an output
-                    raise Refused(400, str(e)) from None
-        swatches = suggest_colours(probs, colorizer.bins, x, y, w, h, lightness_at(session.image, x, y))
-        return jsonify(x=x, y=y, swatches=swatches)
 
-    @app.post("/api/session/<sid>/confidence")
-    def session_confidence(sid: str):
-        session = store.get(sid)
-        h, w = session.image.shape[:2]
-        scale = min(1.0, CONFIDENCE_SIDE / max(h, w))
-        with admission.turn():
-            guidance = session_guidance(colorizer, session)
-            with lock:
-                _, entropy = colorizer.ab_for([session.image], guidance=guidance, entropy=True)
-        if entropy is None:
-            raise Refused(400, f"{colorizer.name}: this model gives no confidence map")
-        grey = confidence_image(stretched(entropy[0]), max(1, round(h * scale)), max(1, round(w * scale)))
-        data = encode_image(grey, ".png", bgr=True)  # one channel: OpenCV writes a grey PNG
-        return send_file(io.BytesIO(data), mimetype="image/png", download_name="confidence.png")
+def session_suggest(ctx: Sessions, sid: str):
+    """POST /api/session/<sid>/suggest: x, y and the other points -> the suggested colours there."""
+    session = ctx.store.get(sid)
+    h, w = session.image.shape[:2]
+    x, y = coordinate("x", w), coordinate("y", h)
+    with ctx.admission.turn():
+        guidance = session_guidance(ctx.colorizer, session)
+        with ctx.lock:
+            try:
+                probs = ctx.colorizer.distribution([session.image], guidance)[0]
+            except ValueError as e:  # e.g. an export from before the distribution was an output
+                raise Refused(400, str(e)) from None
+    swatches = suggest_colours(probs, ctx.colorizer.bins, x, y, w, h, lightness_at(session.image, x, y))
+    return jsonify(x=x, y=y, swatches=swatches)
 
-    @app.post("/api/session/<sid>/reference")
-    def session_reference(sid: str):
-        session = store.get(sid)
-        with admission.turn():
-            reference = upload_reference(colorizer, max_pixels)
-        if reference is None:
-            raise Refused(400, 'reference: no file; send the colour photo as multipart form field "reference"')
-        session.reference = reference
-        return jsonify(reference=True)
 
-    @app.delete("/api/session/<sid>/reference")
-    def session_clear_reference(sid: str):
-        store.get(sid).reference = None
-        return jsonify(reference=False)
+def session_confidence(ctx: Sessions, sid: str):
+    """POST /api/session/<sid>/confidence: the points -> the stretched uncertainty map, a grey PNG."""
+    session = ctx.store.get(sid)
+    h, w = session.image.shape[:2]
+    scale = min(1.0, CONFIDENCE_SIDE / max(h, w))
+    with ctx.admission.turn():
+        guidance = session_guidance(ctx.colorizer, session)
+        with ctx.lock:
+            _, entropy = ctx.colorizer.ab_for([session.image], guidance=guidance, entropy=True)
+    if entropy is None:
+        raise Refused(400, f"{ctx.colorizer.name}: this model gives no confidence map")
+    grey = confidence_image(stretched(entropy[0]), max(1, round(h * scale)), max(1, round(w * scale)))
+    data = encode_image(grey, ".png", bgr=True)  # one channel: OpenCV writes a grey PNG
+    return send_file(io.BytesIO(data), mimetype="image/png", download_name="confidence.png")
 
-    @app.delete("/api/session/<sid>")
-    def session_delete(sid: str):
-        store.delete(sid)
-        return jsonify(deleted=True)
+
+def session_reference(ctx: Sessions, sid: str):
+    """POST /api/session/<sid>/reference: a colour photo -> kept as its colour distribution."""
+    session = ctx.store.get(sid)
+    with ctx.admission.turn():
+        reference = upload_reference(ctx.colorizer, ctx.max_pixels)
+    if reference is None:
+        raise Refused(400, 'reference: no file; send the colour photo as multipart form field "reference"')
+    session.reference = reference
+    return jsonify(reference=True)
+
+
+def session_clear_reference(ctx: Sessions, sid: str):
+    """DELETE /api/session/<sid>/reference."""
+    ctx.store.get(sid).reference = None
+    return jsonify(reference=False)
+
+
+def session_delete(ctx: Sessions, sid: str):
+    """DELETE /api/session/<sid>."""
+    ctx.store.delete(sid)
+    return jsonify(deleted=True)
