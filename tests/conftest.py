@@ -1,4 +1,4 @@
-"""Shared fixtures: real photos (scikit-image's bundled samples), a tiny model and its checkpoint.
+"""Shared fixtures: real photos (scikit-image's bundled samples), a tiny model and its checkpoint, a tiny guided one.
 
 Nothing here needs ../shared or the network; tests that use ../shared skip without it.
 """
@@ -66,4 +66,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     model = build_model(TINY, "none")
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, TINY, epoch=0, best_metric=1.0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def guided_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight tiny guided classification model's checkpoint (plumbing only: its hints have no learned
+    effect; the output follows points through PointSpread)."""
+    import dataclasses
+
+    import Quantization
+
+    cfg = dataclasses.replace(TINY, loss="classification", guided=True)
+    torch.manual_seed(0)
+    bins = Quantization.ab_bins(cfg.ab_grid)
+    path = tmp_path_factory.mktemp("guided") / "guided.pt"
+    save_checkpoint(path, build_model(cfg, "none", len(bins)), cfg, extras={"ab_bins": bins})
     return path

@@ -8,7 +8,6 @@ which is enough to see where each frame's points went. The tracker's own tests f
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from fractions import Fraction
@@ -20,7 +19,7 @@ import pytest
 
 import Video
 import VideoFiles
-from conftest import ROOT, TINY
+from conftest import ROOT
 from FilmPoints import FilmPoints, PointCounts
 from guided_helpers import fake_guided
 from Hints import Point, parse_hints
@@ -76,27 +75,11 @@ def film(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_guided_path(tmp_path_factory) -> Path:
-    """A random-weight tiny guided classification model's checkpoint."""
-    import torch
-
-    import Quantization
-    from ModelIO import build_model, save_checkpoint
-
-    cfg = dataclasses.replace(TINY, loss="classification", guided=True)
-    torch.manual_seed(0)
-    bins = Quantization.ab_bins(cfg.ab_grid)
-    path = tmp_path_factory.mktemp("guided") / "tiny-guided.pt"
-    save_checkpoint(path, build_model(cfg, "none", len(bins)), cfg, extras={"ab_bins": bins})
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_guided(tiny_guided_path):
-    """That model, opened as a Colorizer."""
+def tiny_guided(guided_checkpoint):
+    """conftest's tiny guided model, opened from its checkpoint."""
     from Inference import Colorizer
 
-    return Colorizer.from_checkpoint(tiny_guided_path)
+    return Colorizer.from_checkpoint(guided_checkpoint)
 
 
 def test_a_point_stays_on_its_object_until_the_cut(film, tiny_guided, tmp_path, capsys):
@@ -119,14 +102,14 @@ def test_a_point_stays_on_its_object_until_the_cut(film, tiny_guided, tmp_path, 
     assert f"new shot at frame {SHOT}" in summary and f"1 colour point(s) applied on {SHOT} frame(s)" in summary
 
 
-def test_the_command_line_prints_the_points_line_for_a_film_with_hints(film, tiny_guided_path, tmp_path, capsys):
+def test_the_command_line_prints_the_points_line_for_a_film_with_hints(film, guided_checkpoint, tmp_path, capsys):
     """`colorize film --hints film.json` (Batch.colorize_film, not colorize_videos) says the same as above."""
     import Engine
 
     x0, y = square_at(0)
     hints = tmp_path / "square.json"
     hints.write_text(json.dumps({"points": [{"x": x0, "y": y, "color": RED, "radius": 8, "frame": 0}]}))
-    assert Engine.main([str(film), "--hints", str(hints), "--checkpoint", str(tiny_guided_path), "--device", "cpu",
+    assert Engine.main([str(film), "--hints", str(hints), "--checkpoint", str(guided_checkpoint), "--device", "cpu",
                         "--output", str(tmp_path / "out.mp4")]) == 0
     summary = capsys.readouterr().out
     assert f"new shot at frame {SHOT}, 1 colour point(s) applied on {SHOT} frame(s) -> " in summary, summary

@@ -10,7 +10,6 @@ Usage: python -m pytest -q tests/test_hints_cli.py
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -22,29 +21,13 @@ import pytest
 from PIL import Image
 
 import Engine
-from conftest import ROOT, TINY, real_photo
+from conftest import ROOT, real_photo
 from Hints import hex_to_ab, parse_hints
 from Folders import colorize_paths
 from Inference import Colorizer
 from References import ModelConfig, Paths
 
 RED = "#d01010"
-
-
-@pytest.fixture(scope="session")
-def guided_checkpoint(tmp_path_factory) -> Path:
-    """A random-weight tiny guided classification model (plumbing only: its hints have no learned effect)."""
-    import torch
-
-    import Quantization
-    from ModelIO import build_model, save_checkpoint
-
-    cfg = dataclasses.replace(TINY, loss="classification", guided=True)
-    torch.manual_seed(0)
-    bins = Quantization.ab_bins(cfg.ab_grid)
-    path = tmp_path_factory.mktemp("guided") / "guided.pt"
-    save_checkpoint(path, build_model(cfg, "none", len(bins)), cfg, extras={"ab_bins": bins})
-    return path
 
 
 def grey_photos(folder: Path, names=("astronaut", "chelsea", "coffee"), size: int = 64) -> list[Path]:
