@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
@@ -216,6 +217,48 @@ def find_chromium() -> str | None:
     return None
 
 
+@contextmanager
+def chromium(*extra_args: str):
+    """A headless Chromium (playwright), closed at the end; the test skips, saying why, without playwright,
+    without a Chromium on PATH, or when it cannot start (never a pass)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); the browser test cannot run")
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", *extra_args])
+        except Exception as e:
+            pytest.skip(f"Chromium at {path} could not be started: {str(e).splitlines()[0]}")
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def served(colorizer: Colorizer):
+    """WebApp's waitress server for ``colorizer`` on a free loopback port, in a thread -> its URL; closed at the end."""
+    import threading
+
+    import WebApp
+
+    server, _ = WebApp.build_server(colorizer, "127.0.0.1", 0)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield "http://%s:%s/" % server.effective_listen[0][:2]
+    finally:
+        server.close()
+
+
+def csp_refusals(page) -> list[str]:
+    """The console lines of ``page`` saying its Content-Security-Policy refused something (kept up to date): the
+    page runs under that policy, so nothing of its own may be refused."""
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    return refused
+
+
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     port = free_port()
@@ -252,20 +295,10 @@ def test_real_server_answers_curl_style_request(server):
 
 
 def test_browser_upload_shows_result_at_natural_size(server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); the browser test cannot run")
-    with sync_api.sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic"])
-        except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
-            pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
+    with chromium("--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--disable-quic") as browser:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        refused = []  # the page runs under its Content-Security-Policy: nothing of its own may be refused
-        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        refused = csp_refusals(page)
         page.goto(server + "/")
         for example in sorted((ROOT / "examples").glob("*.png")):
             page.set_input_files("#file", str(example))
@@ -283,8 +316,7 @@ def test_browser_upload_shows_result_at_natural_size(server, tmp_path):
         page.wait_for_selector("#status.error", timeout=30000)
         assert "photo" in page.text_content("#status")
         assert page.evaluate("getComputedStyle(document.getElementById('drop')).borderStyle") == "dashed"  # CSS ran
-        browser.close()
-        assert refused == []
+    assert refused == []
 
 
 def test_decode_colourise_and_encode_all_hold_a_turn(colorizer, monkeypatch):

@@ -19,7 +19,6 @@ from conftest import real_photo
 from guided_helpers import fake_guided, hint_json, shipped_guided
 
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
-import WebApp  # noqa: E402
 import WebUploads  # noqa: E402
 from Inference import Colorizer  # noqa: E402
 from WebApp import create_app  # noqa: E402
@@ -239,61 +238,43 @@ def test_the_page_sends_the_reference_and_hints_files(tmp_path):
     """Headless Chromium on a real server (fake guided model): the hints file chosen in the page reddens the
     photo at its point, a reference chosen next makes the rest blue; a bad hints file is shown as the server's
     line about the hints, not as a bad photo. No broken-image icons before an upload."""
-    import threading
+    from test_web import chromium, csp_refusals, served
 
-    from test_web import find_chromium
-
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); the browser test cannot run")
-    server, _ = WebApp.build_server(fake_guided(), "127.0.0.1", 0)
-    threading.Thread(target=server.run, daemon=True).start()
-    url = "http://%s:%s/" % server.effective_listen[0][:2]
     photo, good, bad = tmp_path / "photo.png", tmp_path / "points.json", tmp_path / "bad.json"
     reference = tmp_path / "blue.png"
     photo.write_bytes(GREY)
     reference.write_bytes(BLUE)
     good.write_text(hint_json(POINT))
     bad.write_text(hint_json({**POINT, "color": "#12zz45"}))
-    try:
-        with sync_api.sync_playwright() as p:
-            try:
-                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-            except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
-                pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
-            page = browser.new_page()
-            refused = []
-            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
-            page.goto(url)
-            assert page.evaluate(BROKEN_IMAGES) == 0  # nothing shown as a broken image before an upload
-            page.set_input_files("#hints", str(good))
-            with page.expect_response("**/colorize") as answer:
-                page.set_input_files("#file", str(photo))
-            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
-            assert answer.value.status == 200
-            assert shown_lab(page, 40, 30)[1] > 15  # the result shown is red at the point
-            with page.expect_response("**/colorize") as answer:  # a reference added: colourised again
-                page.set_input_files("#reference", str(reference))
-            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
-            assert answer.value.status == 200
-            assert shown_lab(page, 40, 30)[1] > 15 and shown_lab(page, 120, 90)[2] < -10  # red point, blue rest
-            with page.expect_response("**/colorize") as answer:  # the reference cleared
-                page.click("#clear-reference")
-            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
-            assert abs(shown_lab(page, 120, 90)[2]) < 2 and shown_lab(page, 40, 30)[1] > 15
-            with page.expect_response("**/colorize") as answer:  # a reference chosen before a new photo goes with it
-                page.set_input_files("#reference", str(reference))
-            with page.expect_response("**/colorize") as answer:
-                page.set_input_files("#file", str(photo))
-            page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
-            assert shown_lab(page, 120, 90)[2] < -10
-            with page.expect_response("**/colorize") as answer:  # a new hints file: colourised again
-                page.set_input_files("#hints", str(bad))
-            page.wait_for_selector("#status.error", timeout=30000)
-            status = page.text_content("#status")
-            assert answer.value.status == 400 and status.startswith("hints") and "#12zz45" in status, status
-            browser.close()
-            assert refused == []
-    finally:
-        server.close()
+    with served(fake_guided()) as url, chromium() as browser:
+        page = browser.new_page()
+        refused = csp_refusals(page)
+        page.goto(url)
+        assert page.evaluate(BROKEN_IMAGES) == 0  # nothing shown as a broken image before an upload
+        page.set_input_files("#hints", str(good))
+        with page.expect_response("**/colorize") as answer:
+            page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+        assert answer.value.status == 200
+        assert shown_lab(page, 40, 30)[1] > 15  # the result shown is red at the point
+        with page.expect_response("**/colorize") as answer:  # a reference added: colourised again
+            page.set_input_files("#reference", str(reference))
+        page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+        assert answer.value.status == 200
+        assert shown_lab(page, 40, 30)[1] > 15 and shown_lab(page, 120, 90)[2] < -10  # red point, blue rest
+        with page.expect_response("**/colorize") as answer:  # the reference cleared
+            page.click("#clear-reference")
+        page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+        assert abs(shown_lab(page, 120, 90)[2]) < 2 and shown_lab(page, 40, 30)[1] > 15
+        with page.expect_response("**/colorize") as answer:  # a reference chosen before a new photo goes with it
+            page.set_input_files("#reference", str(reference))
+        with page.expect_response("**/colorize") as answer:
+            page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#status:text-matches('^Done')", timeout=30000)
+        assert shown_lab(page, 120, 90)[2] < -10
+        with page.expect_response("**/colorize") as answer:  # a new hints file: colourised again
+            page.set_input_files("#hints", str(bad))
+        page.wait_for_selector("#status.error", timeout=30000)
+        status = page.text_content("#status")
+        assert answer.value.status == 400 and status.startswith("hints") and "#12zz45" in status, status
+    assert refused == []

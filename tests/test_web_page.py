@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from pathlib import Path
 
 import cv2
@@ -23,9 +22,8 @@ from guided_helpers import shipped_guided
 
 pytest.importorskip("flask", reason="Flask is not installed (pip install -r requirements.txt)")
 import Engine  # noqa: E402
-import WebApp  # noqa: E402
 from References import Paths  # noqa: E402
-from test_web import find_chromium  # noqa: E402
+from test_web import chromium, csp_refusals, served  # noqa: E402
 from test_web_hints import BROKEN_IMAGES, shown_lab  # noqa: E402
 
 W, H = 240, 180
@@ -71,30 +69,15 @@ def recoloured(page, action) -> None:
 @pytest.fixture(scope="module")
 def browser_and_url():
     """(a headless Chromium, the URL of a real server with the shipped model); skips without either."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium); the browser test cannot run")
-    server, _ = WebApp.build_server(shipped_guided(), "127.0.0.1", 0)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        with sync_api.sync_playwright() as p:
-            try:
-                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-            except Exception as e:  # a browser that cannot start is a skip with its reason, never a pass
-                pytest.skip(f"Chromium at {chromium} could not be started: {str(e).splitlines()[0]}")
-            yield browser, "http://%s:%s/" % server.effective_listen[0][:2]
-            browser.close()
-    finally:
-        server.close()
+    with served(shipped_guided()) as url, chromium() as browser:
+        yield browser, url
 
 
 @pytest.fixture
 def browser_page(browser_and_url):
     browser, url = browser_and_url
     page = browser.new_page(viewport={"width": 1200, "height": 1000}, accept_downloads=True)
-    refused = []  # the page runs under its Content-Security-Policy: nothing of its own may be refused
-    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    refused = csp_refusals(page)
     page.goto(url)
     yield page
     page.close()
