@@ -303,9 +303,9 @@ def export_onnx(source: Path | list[Path], output: Path, temperature: float | No
     (``model_config.image_size``, which is all inference feeds it), batch dynamic; a guided model also takes
     "hints" (batch, 3, S, S) and "global_hint" (batch, Q + 1) (DecoderLayers.Hints; zeros = none). Outputs
     "ab": (batch, 2, h, w) in [-1, 1] and, for classification, "entropy" (batch, 1, h, w) in [0, 1]
-    (``normalised_entropy``) and "probs" (batch, Q, h, w), the colour distribution. Metadata: image_size, loss, temperature, members, guided, ab_bins (JSON, Lab
-    units), weights, version (of this package), source. ``weights="float16"`` stores the initializers float16
-    holds exactly in float16 (``store_float16``; half the size for a release .pt), "float32" all
+    (``normalised_entropy``) and "probs" (batch, Q, h, w), the colour distribution. Metadata: image_size, loss,
+    temperature, members, guided, ab_bins (JSON, Lab units), weights, version (of this package), source.
+    ``weights="float16"`` stores the initializers float16 holds exactly in float16 (``store_float16``; half the size for a release .pt), "float32" all
     in float32. The file is written under a temporary name, refused (ExportError, nothing left
     behind) if an initializer is not finite or ONNX Runtime's CPU output on the reference batch
     differs from torch's by more than ``tolerance`` (default ONNX_TOLERANCE), then renamed.

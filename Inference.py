@@ -177,7 +177,7 @@ class Colorizer:
         ``guidance``: one ``Hints.Guidance`` (or None) per image, for a guided model. With ``entropy``, returns
         (ab, entropy (B, 1, h, w) in [0, 1]: the normalised entropy of the colour distribution, or None).
         """
-        L = np.concatenate([working_L(im, self.cfg.image_size) for im in images])
+        L = self.network_L(images)
         ab, ent = self.predict(L, temperature, *self.hint_inputs(images, guidance))
         if self.obey_points and guidance:
             ab = self._follow(ab, L, images, guidance)
@@ -200,8 +200,11 @@ class Colorizer:
         temperature 1, given each image's hints), one forward pass. ValueError for a model without one."""
         if self.bins is None:
             raise ValueError(f"{self.name}: a regression model has no colour distribution")
-        L = np.concatenate([working_L(im, self.cfg.image_size) for im in images])
-        return self.predict(L, None, *self.hint_inputs(images, guidance), probs=True)[2]
+        return self.predict(self.network_L(images), None, *self.hint_inputs(images, guidance), probs=True)[2]
+
+    def network_L(self, images: list[np.ndarray]) -> np.ndarray:
+        """Decoded images (any sizes) -> the network's input L (B, 1, S, S) float32 in [-1, 1] at the working size."""
+        return np.concatenate([working_L(im, self.cfg.image_size) for im in images])
 
     def colorize(self, images: list[np.ndarray], temperature: float | None = None,
                  guidance: Sequence[Guidance | None] | None = None) -> list[np.ndarray]:

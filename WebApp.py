@@ -59,8 +59,7 @@ from References import LIMITS, asset_dir
 from WebServer import (SECURITY_HEADERS, TRIM_AFTER_PIXELS, make_server, release_memory, tune_malloc,
                        upload_too_large)
 from WebSessions import SessionStore, add_session_routes
-from WebUploads import (OUTPUT_TYPES, InMemoryRequest, Refused, decode_part, error, photo_guidance,
-                        upload_guidance)
+from WebUploads import InMemoryRequest, Refused, decode_part, error, output_type, photo_guidance, upload_guidance
 
 QUEUE = 6  # uploads that may wait for a turn beyond max_concurrent (bodies only: waitress holds them anyway); more: 503
 
@@ -156,6 +155,10 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
     def too_large(_e):
         return error(413, too_large_message(limit))
 
+    @app.errorhandler(Refused)  # a route's one-line error answer (WebUploads), wherever it is raised
+    def refused(e: Refused):
+        return error(e.status, e.message)
+
     @app.errorhandler(Busy)
     def busy(_e):
         return error(503, f"the server is busy ({max_concurrent} images in work, {max_queue} waiting); "
@@ -196,8 +199,10 @@ def create_app(colorizer: Colorizer, max_upload_mb: float = LIMITS["web_upload_m
 
 def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pixels: int):
     """The request's upload -> (encoded bytes, mime type, download name, pixels), or an error response."""
-    if fmt not in OUTPUT_TYPES:
-        return error(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
+    try:
+        mime, suffix = output_type(fmt)
+    except Refused as e:
+        return error(e.status, e.message)
     temperature = request.form.get("temperature") or request.args.get("temperature")
     try:
         temperature = None if temperature in (None, "") else float(temperature)
@@ -221,7 +226,6 @@ def colorize_upload(colorizer: Colorizer, lock: threading.Lock, fmt: str, max_pi
             ab = colorizer.ab_for([img], temperature=temperature, guidance=guidance)
     except ValueError as e:  # e.g. a temperature that an ONNX export cannot change
         return error(400, str(e))
-    mime, suffix = OUTPUT_TYPES[fmt]
     try:
         data = encode_image(recombine_image(img, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
     except ValueError:

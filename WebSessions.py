@@ -42,8 +42,7 @@ from Inference import Colorizer, confidence_image
 from Pictures import encode_image
 from Suggestions import lightness_at, suggest_colours
 from WebServer import TRIM_AFTER_PIXELS, release_memory
-from WebUploads import (OUTPUT_TYPES, Refused, decode_part, error, photo_guidance, upload_points,
-                        upload_reference)
+from WebUploads import Refused, decode_part, output_type, photo_guidance, upload_points, upload_reference
 
 CONFIDENCE_SIDE = 1024  # the confidence overlay's longer side at most: the page scales it to the photo
 GONE_REMEMBERED = 4096  # dropped ids remembered, to tell "expired" or "deleted" from "unknown" in the 404
@@ -175,7 +174,6 @@ def add_session_routes(app: Flask, colorizer: Colorizer, lock: threading.Lock, a
     """Register the session API on ``app`` (see the module docstring). ``lock`` serialises forward passes and
     ``admission`` (WebApp.Admission) bounds the requests in work, as for /api/colorize."""
     ctx = Sessions(colorizer, lock, admission, store, max_pixels)
-    app.register_error_handler(Refused, lambda e: error(e.status, e.message))
     for rule, method, view in (("/api/session", "POST", open_session),
                                ("/api/session/<sid>/colorize", "POST", session_colorize),
                                ("/api/session/<sid>/suggest", "POST", session_suggest),
@@ -208,14 +206,11 @@ def open_session(ctx: Sessions):
 def session_colorize(ctx: Sessions, sid: str):
     """POST /api/session/<sid>/colorize: the kept photo with the request's points -> the image at full size."""
     session = ctx.store.get(sid)
-    fmt = (request.form.get("format") or request.args.get("format") or "png").lower()
-    if fmt not in OUTPUT_TYPES:
-        raise Refused(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
+    mime, suffix = output_type((request.form.get("format") or request.args.get("format") or "png").lower())
     with ctx.admission.turn():  # the hints are parsed inside it too: up to 10 000 points take about a second
         guidance = session_guidance(ctx.colorizer, session)
         with ctx.lock:
             ab = ctx.colorizer.ab_for([session.image], guidance=guidance)
-        mime, suffix = OUTPUT_TYPES[fmt]
         data = encode_image(recombine_image(session.image, np.asarray(ab[0]), bgr=True), suffix, bgr=True)
     if session.image.shape[0] * session.image.shape[1] > TRIM_AFTER_PIXELS:
         release_memory()

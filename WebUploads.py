@@ -52,6 +52,13 @@ def error(status: int, message: str, headers: dict | None = None):
     return response
 
 
+def output_type(fmt: str) -> tuple[str, str]:
+    """A requested output format ("png", "jpeg", "jpg", "webp") -> (mime type, suffix); Refused (400) otherwise."""
+    if fmt not in OUTPUT_TYPES:
+        raise Refused(400, f"format must be png, jpeg, jpg or webp, not {fmt!r}")
+    return OUTPUT_TYPES[fmt]
+
+
 def decode_part(part, name: str, max_pixels: int, unreadable: int) -> np.ndarray:
     """An uploaded file part -> its pixels (ImageIO.load_image); its bytes are dropped once decoded. Raises
     Refused: 413 over the pixel limit, 415 for a format not accepted, ``unreadable`` for bytes that do not decode."""

@@ -48,10 +48,9 @@ def automatic_at(ab: np.ndarray, x: float, y: float, width: int, height: int) ->
     return float(ab[0, cy, cx] * LAB.ab_scale), float(ab[1, cy, cx] * LAB.ab_scale)
 
 
-def score_photo(colorizer: Colorizer, image: np.ndarray, name: str, n: int, tolerance: float) -> dict[str, list]:
-    """Per-point hit pairs of each method on one colour photo."""
+def score_photo(colorizer: Colorizer, image: np.ndarray, points: tuple, tolerance: float) -> dict[str, list]:
+    """Per-point hit pairs of each method at ``points`` (GuidedEvaluate.photo_points) on one colour photo."""
     grey_h, grey_w = image.shape[:2]
-    points = photo_points(image, name, n)
     probs = colorizer.distribution([image])[0]
     ab = colorizer.ab_for([image])[0]
     out: dict[str, list] = {"alone": [], "given the others": [], "automatic colour": []}
@@ -85,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         image = load_image(path)
         if not is_colour(image):
             continue
-        for k, v in score_photo(colorizer, image, path.name, args.points, args.tolerance).items():
+        points = photo_points(image, path.name, args.points)
+        for k, v in score_photo(colorizer, image, points, args.tolerance).items():
             results.setdefault(k, []).extend(v)
         pooled += colorizer.reference_hint(image)[:-1]  # the photo's colour distribution over the bins
-        truths.extend(p.ab for p in photo_points(image, path.name, args.points))
+        truths.extend(p.ab for p in points)
     palette = [(a, b) for _, a, b in modes(pooled / pooled.sum(), colorizer.bins.astype(np.float64))[:5]]
     results["fixed palette (5 commonest)"] = [hits(t, palette, args.tolerance) for t in truths]
     print(f"{len(truths)} points on {len(truths) // args.points} photos of {args.folder}, hit = the true ab within "
